@@ -1,0 +1,48 @@
+"""Export one graph to ONNX: opset 17, the TorchScript exporter (`dynamo=False`).
+
+The dynamo exporter emits opset 18 whatever is asked, which the TensorRT of older JetPacks cannot
+parse; the TorchScript exporter honours 17.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import onnx
+import torch
+from torch import nn
+
+from h2a.runtime.graphs import GraphSpec
+
+OPSET = 17
+
+
+def export_onnx(
+    module: nn.Module, example: tuple[torch.Tensor, ...], spec: GraphSpec, axes: dict[str, dict[int, str]]
+) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about constant shapes are expected here
+        torch.onnx.export(
+            module,
+            example,
+            buffer,  # type: ignore[arg-type]  # file-like objects are accepted
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+    data = buffer.getvalue()
+    model = onnx.load_from_string(data)
+    onnx.checker.check_model(model, full_check=True)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset != OPSET:
+        raise RuntimeError(f"{spec.name}: exporter wrote opset {opset}, expected {OPSET}")
+    names_in = [i.name for i in model.graph.input]
+    names_out = [o.name for o in model.graph.output]
+    if names_in != spec.input_names or names_out != spec.output_names:
+        raise RuntimeError(f"{spec.name}: graph I/O {names_in} -> {names_out} does not match its spec")
+    return data

@@ -1,0 +1,119 @@
+"""ResNet-50 (bottleneck, [3,4,6,3]) returning C5, written here because torchvision is unavailable.
+
+Module names follow torchvision's (`conv1`, `bn1`, `layer1.0.downsample.0`, ...) so that a
+torchvision-format state dict loads with `load_state_dict(..., strict=False)` minus the `fc` head.
+Depth and width are configurable so tests can run the same code at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm with fixed statistics and affine parameters (DETR's choice for small batches)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(channels))
+        self.register_buffer("bias", torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        state_dict.pop(prefix + "num_batches_tracked", None)  # present in torchvision checkpoints
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()  # (C,)
+        shift = self.bias - self.running_mean * scale
+        return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+
+def _norm(channels: int, frozen: bool) -> nn.Module:
+    return FrozenBatchNorm2d(channels) if frozen else nn.BatchNorm2d(channels)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_ch: int, planes: int, stride: int, frozen_bn: bool) -> None:
+        super().__init__()
+        out_ch = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
+        self.bn1 = _norm(planes, frozen_bn)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = _norm(planes, frozen_bn)
+        self.conv3 = nn.Conv2d(planes, out_ch, 1, bias=False)
+        self.bn3 = _norm(out_ch, frozen_bn)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), _norm(out_ch, frozen_bn)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """Stem + four bottleneck stages; `forward` returns C5 at stride 32."""
+
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
+    def __init__(self, depths: Sequence[int] = (3, 4, 6, 3), width: int = 64, frozen_bn: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = _norm(width, frozen_bn)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        in_ch = width
+        for index, depth in enumerate(depths):
+            planes = width * 2**index
+            stride = 1 if index == 0 else 2
+            blocks = []
+            for block in range(depth):
+                blocks.append(Bottleneck(in_ch, planes, stride if block == 0 else 1, frozen_bn))
+                in_ch = planes * Bottleneck.expansion
+            setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
+        self.out_channels = in_ch
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # (B, w, H/4, W/4)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)  # (B, 32w, H/32, W/32)
+
+
+def resnet50(frozen_bn: bool = True) -> ResNet:
+    return ResNet((3, 4, 6, 3), 64, frozen_bn)

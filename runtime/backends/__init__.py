@@ -1,0 +1,21 @@
+"""Backends run one graph: named numpy inputs in, named numpy outputs out.
+
+The interface is deliberately this small so that ONNX Runtime (CPU, or its CUDA/TensorRT
+execution providers) and a native TensorRT engine are interchangeable behind the pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class GraphRunner(Protocol):
+    @property
+    def input_names(self) -> list[str]: ...
+
+    @property
+    def output_names(self) -> list[str]: ...
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -1,0 +1,113 @@
+"""The three graphs of a plan bundle: names, dtypes and shapes of every input and output.
+
+This is the single place the graph contract is written down: the exporter names its inputs and
+outputs from it, the runtime checks loaded graphs against it, and `python -m h2a.runtime.graphs`
+prints it as the table in README.md. Symbolic dimensions:
+
+B batch · S input image side · T image tokens ((S/32)^2) · D HOI width · N instance queries ·
+C object classes + "no object" · Q interaction queries · A actions · K anomaly types ·
+G tag tokens (padded) · M fused memory (T + G) · L decoder layers · H heads · dh head width ·
+P max decoder positions (cache length) · V vocabulary
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tuple[str | int, ...]
+    doc: str
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    doc: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+F32, I64 = "float32", "int64"
+
+HOI = GraphSpec(
+    "hoi",
+    "image -> instances, interactions with HOI pointers, anomaly logits, image tokens",
+    inputs=(TensorSpec("images", F32, ("B", 3, "S", "S"), "letterboxed RGB, normalised, NCHW"),),
+    outputs=(
+        TensorSpec("boxes", F32, ("B", "N", 4), "cx, cy, w, h in [0, 1] of the letterboxed image"),
+        TensorSpec("obj_logits", F32, ("B", "N", "C"), "instance class logits; last = no object"),
+        TensorSpec("act_logits", F32, ("B", "Q", "A"), "multi-label action logits (sigmoid)"),
+        TensorSpec("sub_ptr", F32, ("B", "Q", "N"), "subject pointer logits over instances"),
+        TensorSpec("obj_ptr", F32, ("B", "Q", "N"), "object pointer logits over instances"),
+        TensorSpec("anomaly_logits", F32, ("B", "K"), "image-level anomaly logits (sigmoid)"),
+        TensorSpec("image_tokens", F32, ("B", "T", "D"), "encoder memory, input of cap_encoder"),
+    ),
+)
+
+CAP_ENCODER = GraphSpec(
+    "cap_encoder",
+    "image tokens + HOI tag tokens -> fused memory and every decoder layer's cross K/V (once per caption)",
+    inputs=(
+        TensorSpec("image_tokens", F32, ("B", "T", "D"), "from hoi"),
+        TensorSpec("tag_ids", I64, ("B", "G"), "word ids of the triplets' tags, padded"),
+        TensorSpec("tag_mask", F32, ("B", "G"), "1 = tag token, 0 = padding"),
+        TensorSpec("tag_boxes", F32, ("B", "G", 8), "subject then object box (cx, cy, w, h) per tag token"),
+    ),
+    outputs=(
+        TensorSpec("memory", F32, ("B", "M", "Dc"), "fused tokens"),
+        TensorSpec("cross_k", F32, ("L", "B", "H", "M", "dh"), "cross-attention keys per decoder layer"),
+        TensorSpec("cross_v", F32, ("L", "B", "H", "M", "dh"), "cross-attention values per decoder layer"),
+        TensorSpec("memory_bias", F32, ("B", "M"), "additive attention bias: 0 keep, large negative pad"),
+    ),
+)
+
+DEC_STEP = GraphSpec(
+    "dec_step",
+    "one token + its position + the preallocated cache -> next-token logits and this step's K/V",
+    inputs=(
+        TensorSpec("token", I64, ("B", 1), "the previous token"),
+        TensorSpec("position", I64, (1,), "its position = number of cached tokens (valid length)"),
+        TensorSpec(
+            "self_k", F32, ("L", "B", "H", "P", "dh"), "self-attention key cache; rows >= position ignored"
+        ),
+        TensorSpec("self_v", F32, ("L", "B", "H", "P", "dh"), "self-attention value cache"),
+        TensorSpec("cross_k", F32, ("L", "B", "H", "M", "dh"), "from cap_encoder"),
+        TensorSpec("cross_v", F32, ("L", "B", "H", "M", "dh"), "from cap_encoder"),
+        TensorSpec("memory_bias", F32, ("B", "M"), "from cap_encoder"),
+    ),
+    outputs=(
+        TensorSpec("logits", F32, ("B", "V"), "next-token logits"),
+        TensorSpec(
+            "new_k", F32, ("L", "B", "H", 1, "dh"), "this step's keys; the caller writes them at position"
+        ),
+        TensorSpec("new_v", F32, ("L", "B", "H", 1, "dh"), "this step's values"),
+    ),
+)
+
+GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (HOI, CAP_ENCODER, DEC_STEP)}
+
+
+def markdown_table() -> str:
+    rows = ["| graph | direction | name | dtype | shape | meaning |", "|---|---|---|---|---|---|"]
+    for graph in GRAPHS.values():
+        for direction, tensors in (("in", graph.inputs), ("out", graph.outputs)):
+            for t in tensors:
+                shape = "(" + ", ".join(str(d) for d in t.shape) + ")"
+                rows.append(f"| `{graph.name}` | {direction} | `{t.name}` | {t.dtype} | {shape} | {t.doc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
