@@ -20,8 +20,22 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: $(STAMP)
+# NVIDIA's TensorRT stubs check the TensorRT code without TensorRT. They must be installed with
+# --no-deps (their dependencies are uninstallable TensorRT wheels) and two syntax errors fixed;
+# then they are removed from site-packages so `import tensorrt` still fails honestly at run time.
+TRT_STUBS := $(BUILD)/trt-stubs/tensorrt_bindings/tensorrt.pyi
+$(TRT_STUBS): | $(STAMP)
+	$(PY) -m pip install -q --no-deps "tensorrt-stubs==10.13.0.35.1"
+	rm -rf $(BUILD)/trt-stubs && mkdir -p $(BUILD)/trt-stubs
+	SP=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  cp -r $$SP/tensorrt $$SP/tensorrt_bindings $(BUILD)/trt-stubs/
+	sed -i -E 's/([(,] *)in: /\1in_: /g' $(TRT_STUBS)
+	sed -i -E 's/, channel_axis: int\)/, channel_axis: int = ...)/' $(TRT_STUBS)
+	$(PY) -m pip uninstall -q -y tensorrt-stubs
+
+typecheck: $(STAMP) $(TRT_STUBS)
 	$(VENV)/bin/mypy .
+	@echo "TensorRT code checked against tensorrt-stubs 10.13 (targets TensorRT 10.3 / JetPack 6)"
 
 test: lint typecheck
 	$(PY) -m pytest -q

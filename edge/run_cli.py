@@ -1,19 +1,21 @@
-"""`edge-run`: the on-device application.
+"""`edge-run`: explainable anomaly detection on a camera, a stream, a file or an image folder.
 
-This version inspects bundles (`--inspect`); running a camera or file source arrives with the
-runtime pipeline (issue 4), and until then it says so and exits 2 rather than pretending.
+Exit codes: 0 clean stop (end of file, --max-frames, SIGINT/SIGTERM); 1 runtime failure;
+2 refused bundle, config or usage; 3 source cannot be opened.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from h2a.runtime.bundle import load_bundle
 from h2a.runtime.errors import H2AError
 
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SOURCE = 0, 1, 2, 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -21,10 +23,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="edge-run", description="Explainable anomaly detection on a camera."
     )
     parser.add_argument("--engine", type=Path, required=True, help="the plan bundle, e.g. h2a.plan")
-    parser.add_argument("--inspect", action="store_true", help="check the bundle and print a summary")
+    parser.add_argument("--inspect", action="store_true", help="check the bundle, print a summary, exit")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--camera", type=int, help="USB/CSI camera index")
-    src.add_argument("--source", help="video file, image folder, RTSP/HTTP URL or GStreamer pipeline")
+    src.add_argument(
+        "--source", help="video file, image folder, /dev/videoN, RTSP/HTTP URL or GStreamer pipeline"
+    )
+    parser.add_argument(
+        "--alerts", type=Path, default=Path("alerts"), help="alert store folder (default ./alerts)"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="TOML config: thresholds, zones, masks (reloaded on change)"
+    )
+    parser.add_argument("--max-frames", type=int, default=0, help="stop after this many processed frames")
+    parser.add_argument("--dry-run", action="store_true", help="detect and caption, but write no alerts")
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="TYPE=VALUE",
+        help="override one anomaly type's enter threshold, e.g. --threshold shooting=0.4",
+    )
+    parser.add_argument("--providers", help="ONNX Runtime providers, comma-separated (default CPU)")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0 = auto)")
+    parser.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser.parse_args(argv)
 
 
@@ -36,16 +59,70 @@ def main(argv: list[str] | None = None) -> int:
 
             print(summarize(load_bundle(args.engine, require_backend=False)))
             return EXIT_OK
-        load_bundle(args.engine)
-        print(
-            "edge-run: error: this version only inspects bundles (--inspect); running a camera or "
-            "file source lands with the runtime pipeline",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        if args.camera is None and args.source is None:
+            print("edge-run: error: give --camera N or --source PATH_OR_URL (or --inspect)", file=sys.stderr)
+            return EXIT_USAGE
+        return run(args)
     except H2AError as err:
         print(f"edge-run: error: {err}", file=sys.stderr)
         return err.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    from h2a.edge.config import ConfigError, ConfigWatcher
+    from h2a.edge.pipeline import Pipeline, PipelineOptions
+    from h2a.edge.sources import FrameSource, parse_source
+    from h2a.edge.telemetry import log_event, setup_logging
+    from h2a.runtime.engine import Engine
+
+    setup_logging(args.log_level)
+    bundle = load_bundle(args.engine)
+    m = bundle.manifest
+    overrides = {}
+    for item in args.threshold:
+        name, _, value = item.partition("=")
+        try:
+            overrides[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--threshold {item}: the value must be a number") from None
+    watcher = ConfigWatcher(args.config, m.labels.anomalies, dict(m.thresholds.anomaly), overrides)
+    spec = parse_source(args.camera, args.source)
+    providers = args.providers.split(",") if args.providers else None
+    engine = Engine(bundle, providers, args.threads)
+    cam = watcher.config.camera
+    pipeline: Pipeline | None = None
+    source = FrameSource(
+        spec,
+        cam.freeze_timeout,
+        cam.reconnect_min,
+        cam.reconnect_max,
+        stop=lambda: pipeline is not None and pipeline.stop_event.is_set(),
+    )
+    options = PipelineOptions(None if args.dry_run else args.alerts, args.max_frames, args.status_every)
+    pipeline = Pipeline(engine, source, watcher, options, str(m.provenance.get("model_sha256", "")))
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log_event("stopping", signal=signal.Signals(signum).name)
+        assert pipeline is not None
+        pipeline.stop_event.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    log_event(
+        "started",
+        engine=str(args.engine),
+        source=spec.describe(),
+        alerts="off (dry run)" if args.dry_run else str(args.alerts),
+        config=watcher.config.version,
+    )
+    stats = pipeline.run()
+    log_event(
+        "stopped",
+        frames=stats.get("frames_processed"),
+        alerts=stats.get("alerts_written"),
+        alert_errors=stats.get("alert_errors"),
+    )
+    return EXIT_OK
 
 
 if __name__ == "__main__":

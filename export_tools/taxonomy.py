@@ -20,6 +20,7 @@ OBJECTS: tuple[str, ...] = (
     "fire",
     "ball",
     "umbrella",
+    "rock",
 )
 
 #: Interaction (verb) classes, multi-label per human-object pair.
@@ -54,6 +55,6 @@ ANOMALY_VERBS: dict[str, str] = {
 #: Default enter thresholds per anomaly type, written into every bundle; field engineers override them.
 DEFAULT_THRESHOLDS: dict[str, float] = {name: 0.5 for name in ANOMALIES}
 #: Minimum triplet score (action x subject x object confidence) that post-processing keeps.
-DEFAULT_HOI_SCORE = 0.3
+DEFAULT_HOI_SCORE = 0.1
 #: Minimum instance confidence for a box to be drawn or reported.
 DEFAULT_INSTANCE_SCORE = 0.5

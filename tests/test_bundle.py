@@ -41,8 +41,8 @@ def rewrite(
     return dst
 
 
-def assert_refused(path: Path, *fragments: str, mode: str = "--inspect") -> None:
-    result = run_cli("h2a.edge.run_cli", "--engine", str(path), *([mode] if mode else []), timeout=120)
+def assert_refused(path: Path, *fragments: str, mode: tuple[str, ...] = ("--inspect",)) -> None:
+    result = run_cli("h2a.edge.run_cli", "--engine", str(path), *mode, timeout=120)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr  # one line, no traceback
@@ -155,7 +155,7 @@ def test_backend_not_installed_is_refused(tiny_bundle: Path, tmp_path: Path) -> 
     bad = rewrite(tiny_bundle, tmp_path / "trt.plan", to_tensorrt)
     with pytest.raises(BundleError, match="runs on tensorrt, which is not installed"):
         load_bundle(bad)
-    assert_refused(bad, "tensorrt, which is not installed", mode="")
+    assert_refused(bad, "tensorrt, which is not installed", mode=("--camera", "0"))
     # --inspect still works on a machine without the bundle's backend
     result = run_cli("h2a.edge.run_cli", "--engine", str(bad), "--inspect", timeout=120)
     assert result.returncode == 0 and "NOT installed here" in result.stdout

@@ -58,12 +58,14 @@ def _norm(channels: int, frozen: bool) -> nn.Module:
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_ch: int, planes: int, stride: int, frozen_bn: bool) -> None:
+    def __init__(self, in_ch: int, planes: int, stride: int, frozen_bn: bool, dilation: int = 1) -> None:
         super().__init__()
         out_ch = planes * self.expansion
         self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
         self.bn1 = _norm(planes, frozen_bn)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(
+            planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = _norm(planes, frozen_bn)
         self.conv3 = nn.Conv2d(planes, out_ch, 1, bias=False)
         self.bn3 = _norm(out_ch, frozen_bn)
@@ -83,14 +85,22 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Stem + four bottleneck stages; `forward` returns C5 at stride 32."""
+    """Stem + four bottleneck stages; `forward` returns C5 at stride 32, or at stride 16 with
+    `dilate_c5` (DETR's DC5 variant: the last stage dilates instead of striding, which doubles the
+    resolution of the image tokens and helps small boxes)."""
 
     layer1: nn.Sequential
     layer2: nn.Sequential
     layer3: nn.Sequential
     layer4: nn.Sequential
 
-    def __init__(self, depths: Sequence[int] = (3, 4, 6, 3), width: int = 64, frozen_bn: bool = True) -> None:
+    def __init__(
+        self,
+        depths: Sequence[int] = (3, 4, 6, 3),
+        width: int = 64,
+        frozen_bn: bool = True,
+        dilate_c5: bool = False,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = _norm(width, frozen_bn)
@@ -99,10 +109,12 @@ class ResNet(nn.Module):
         in_ch = width
         for index, depth in enumerate(depths):
             planes = width * 2**index
-            stride = 1 if index == 0 else 2
+            last = index == len(depths) - 1
+            stride = 1 if index == 0 or (last and dilate_c5) else 2
+            dilation = 2 if last and dilate_c5 else 1
             blocks = []
             for block in range(depth):
-                blocks.append(Bottleneck(in_ch, planes, stride if block == 0 else 1, frozen_bn))
+                blocks.append(Bottleneck(in_ch, planes, stride if block == 0 else 1, frozen_bn, dilation))
                 in_ch = planes * Bottleneck.expansion
             setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
         self.out_channels = in_ch
@@ -112,7 +124,7 @@ class ResNet(nn.Module):
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
-        return self.layer4(x)  # (B, 32w, H/32, W/32)
+        return self.layer4(x)  # (B, 32w, H/32, W/32), or H/16 with dilate_c5
 
 
 def resnet50(frozen_bn: bool = True) -> ResNet:

@@ -18,6 +18,7 @@ class HOIConfig:
     backbone_depths: tuple[int, int, int, int] = (3, 4, 6, 3)
     backbone_width: int = 64  # planes of the first bottleneck stage; C5 has 32x this many channels
     frozen_bn: bool = True
+    dilate_c5: bool = False  # DETR's DC5: image tokens at stride 16 instead of 32
     d_model: int = 256
     n_heads: int = 8
     enc_layers: int = 6
@@ -38,7 +39,7 @@ class HOIConfig:
 
     @property
     def feature_stride(self) -> int:
-        return 32
+        return 16 if self.dilate_c5 else 32
 
     @property
     def n_image_tokens(self) -> int:
@@ -97,18 +98,22 @@ def make_config(preset: str, vocab_size: int) -> ModelConfig:
         hoi = HOIConfig()
         cap = CaptionConfig(d_image=hoi.d_model, n_image_tokens=hoi.n_image_tokens, vocab_size=vocab_size)
     elif preset == "tiny":
+        # Trained from scratch on CPU (no pretrained weights exist here), so BatchNorm trains too.
         hoi = HOIConfig(
-            image_size=128,
+            image_size=192,
             backbone_depths=(1, 1, 1, 1),
             backbone_width=8,
+            frozen_bn=False,
+            dilate_c5=True,
             d_model=64,
             n_heads=4,
-            enc_layers=1,
-            inst_dec_layers=1,
-            int_dec_layers=1,
+            enc_layers=2,
+            inst_dec_layers=2,
+            int_dec_layers=2,
             dim_ff=128,
-            n_inst_queries=10,
-            n_int_queries=6,
+            n_inst_queries=12,
+            n_int_queries=8,
+            dropout=0.0,
         )
         cap = CaptionConfig(
             d_image=hoi.d_model,
@@ -119,8 +124,9 @@ def make_config(preset: str, vocab_size: int) -> ModelConfig:
             enc_layers=1,
             dec_layers=2,
             dim_ff=128,
-            max_len=64,
+            max_len=80,
             max_tag_tokens=12,
+            dropout=0.0,
         )
     else:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")

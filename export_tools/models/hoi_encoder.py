@@ -54,7 +54,7 @@ class HOIEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
-        self.backbone = ResNet(cfg.backbone_depths, cfg.backbone_width, cfg.frozen_bn)
+        self.backbone = ResNet(cfg.backbone_depths, cfg.backbone_width, cfg.frozen_bn, cfg.dilate_c5)
         self.input_proj = nn.Conv2d(self.backbone.out_channels, d, 1)
         side = cfg.image_size // cfg.feature_stride
         self.register_buffer("pos", sine_position_embedding(side, side, d)[None], persistent=False)

@@ -1,0 +1,95 @@
+"""`edge-alerts --alerts DIR list|show ID|export --jsonl FILE`: look at alerts on the device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from h2a.edge.alerts import Alert, AlertStore
+from h2a.runtime.errors import H2AError
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _line(a: Alert) -> str:
+    head = f"{a.id:>5}  {_when(a.start_time)}  {a.camera:<10} {a.anomaly:<13} {a.peak_score:5.2f}"
+    return f"{head}  {a.caption[:70]}"
+
+
+def _show(a: Alert, folder: Path) -> str:
+    rows = [
+        f"alert {a.id} ({a.uid})",
+        f"camera      {a.camera}",
+        f"anomaly     {a.anomaly}, peak {a.peak_score:.3f} at {_when(a.peak_time)}",
+        f"time        {_when(a.start_time)} -> {_when(a.end_time)}",
+        f"What:       {a.what}",
+        f"Who:        {a.who}",
+        f"Where:      {a.location}",
+        f"Caption:    {a.caption}",
+        f"zones       {', '.join(a.zones) or '-'}",
+        "triplets:",
+    ]
+    for t in a.triplets:
+        rows.append(
+            f"  {t['subject']} {t['action']} {t['object']} ({t['score']:.2f}) "
+            f"subject {t['subject_box']} object {t['object_box']}"
+        )
+    rows += [
+        f"snapshot    {folder / a.snapshot if a.snapshot else '-'}",
+        f"model       {a.model_sha256[:16]}, config {a.config_version}",
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edge-alerts", description="List, show or export stored alerts.")
+    p.add_argument(
+        "--alerts", type=Path, default=Path("alerts"), help="alert store folder (default ./alerts)"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="newest alerts first")
+    ls.add_argument("--limit", type=int, default=50)
+    show = sub.add_parser("show", help="one alert in full")
+    show.add_argument("id", type=int)
+    export = sub.add_parser("export", help="all alerts as JSON lines (for log shippers)")
+    export.add_argument("--jsonl", type=Path, required=True, help="file to write, or - for stdout")
+    args = p.parse_args(argv)
+    try:
+        store = AlertStore(args.alerts, readonly=True)
+        if args.command == "list":
+            alerts = list(store.alerts(args.limit))
+            print(f"{'id':>5}  {'start':<19}  {'camera':<10} {'anomaly':<13} {'peak':>5}  caption")
+            for a in alerts:
+                print(_line(a))
+            print(f"{store.count()} alerts in {args.alerts}")
+        elif args.command == "show":
+            alert = store.get(args.id)
+            if alert is None:
+                raise H2AError(f"no alert {args.id} in {args.alerts}")
+            print(_show(alert, args.alerts))
+        else:
+            lines = [json.dumps(a.as_json()) for a in reversed(list(store.alerts()))]
+            text = "\n".join(lines) + ("\n" if lines else "")
+            if str(args.jsonl) == "-":
+                sys.stdout.write(text)
+            else:
+                tmp = args.jsonl.with_name(args.jsonl.name + ".tmp")
+                tmp.write_text(text)
+                tmp.replace(args.jsonl)
+                print(f"wrote {len(lines)} alerts to {args.jsonl}")
+    except H2AError as err:
+        print(f"edge-alerts: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"edge-alerts: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

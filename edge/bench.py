@@ -1,0 +1,228 @@
+"""`edge-bench --engine PATH [--json FILE]`: speed figures of one bundle, each a ratio measured in
+this one run (the machines are shared and noisy, so absolute times are only context):
+
+- caption latency at 48 tokens: KV cache vs recomputing the prefix (same `dec_step` graph);
+- pipeline throughput (capture + detect + events + captions + alert writing) vs a bare `hoi` loop
+  over the same frames;
+- `hoi` latency: ONNX Runtime vs torch eager on the same weights, when `--checkpoint` is given
+  (torch runs in a child process: importing torch slows ONNX Runtime by 20-30%);
+- per-stage p50/p95, peak RSS, cold start (bundle checks + sessions + first frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import cv2
+import numpy as np
+
+from h2a.runtime.bundle import load_bundle
+from h2a.runtime.engine import Engine
+from h2a.runtime.errors import H2AError
+
+CAPTION_TOKENS = 48
+
+
+def _frames(size: tuple[int, int], count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), (0, 0), 3)
+    return [np.roll(base, 4 * i, axis=1) for i in range(count)]
+
+
+def _timeit(fn: Any, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return median(times) * 1000
+
+
+def bench_caption(engine: Engine, repeats: int) -> dict[str, float]:
+    det = engine.detect(_frames((640, 480), 1)[0])
+    d = engine.manifest.decoder
+    tokens = min(CAPTION_TOKENS, d.max_len - 1)
+    from h2a.runtime.tags import build_tag_inputs
+
+    ids, mask, boxes = build_tag_inputs(det.triplets, engine.tokenizer, d.max_tag_tokens)
+    enc = engine.cap_encoder.run(
+        {"image_tokens": det.image_tokens, "tag_ids": ids, "tag_mask": mask, "tag_boxes": boxes}
+    )
+    args = (enc["cross_k"], enc["cross_v"], enc["memory_bias"])
+    cached = _timeit(lambda: engine.decoder.decode(*args, tokens, True, False), repeats)
+    full = _timeit(lambda: engine.decoder.decode(*args, tokens, False, False), max(1, repeats // 3))
+    encode = _timeit(
+        lambda: engine.cap_encoder.run(
+            {"image_tokens": det.image_tokens, "tag_ids": ids, "tag_mask": mask, "tag_boxes": boxes}
+        ),
+        repeats,
+    )
+    return {
+        "tokens": tokens,
+        "kv_cache_ms": cached,
+        "recompute_ms": full,
+        "kv_speedup": full / cached,
+        "cap_encoder_ms": encode,
+        "per_token_ms": cached / tokens,
+    }
+
+
+def bench_pipeline(
+    engine: Engine, bundle_path: Path, frames: list[np.ndarray], workdir: Path
+) -> dict[str, Any]:
+    from h2a.edge.config import ConfigWatcher
+    from h2a.edge.pipeline import Pipeline, PipelineOptions
+    from h2a.edge.sources import FrameSource, SourceSpec
+
+    video = workdir / "bench.avi"
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 25, (w, h))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    decoded = []
+    cap = cv2.VideoCapture(str(video))
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        decoded.append(f)
+    t0 = time.perf_counter()
+    for f in decoded:
+        engine.detect(f)
+    bare_fps = len(decoded) / (time.perf_counter() - t0)
+    m = engine.manifest
+    # every type opens at once and the score keeps peaking: the caption worker is kept busy
+    watcher = ConfigWatcher(None, m.labels.anomalies, {a: 0.0 for a in m.labels.anomalies})
+    source = FrameSource(SourceSpec("file", str(video), False))
+    pipeline = Pipeline(
+        engine,
+        source,
+        watcher,
+        PipelineOptions(workdir / "alerts", status_every=1e9),
+        str(m.provenance.get("model_sha256", "")),
+    )
+    logging.getLogger("h2a").setLevel(logging.WARNING)
+    t0 = time.perf_counter()
+    stats = pipeline.run()
+    pipe_fps = stats.get("frames_processed") / (time.perf_counter() - t0)
+    return {
+        "frames": len(decoded),
+        "bare_hoi_fps": bare_fps,
+        "pipeline_fps": pipe_fps,
+        "efficiency": pipe_fps / bare_fps,
+        "captions": stats.get("captions"),
+        "alerts_written": stats.get("alerts_written"),
+        "stages": stats.percentiles(),
+    }
+
+
+def bench_torch(checkpoint: Path, engine: Engine, repeats: int) -> dict[str, float]:
+    size = engine.manifest.preprocess.input_size
+    images = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    ort_ms = _timeit(lambda: engine.hoi.run({"images": images}), repeats)
+    child = subprocess.run(
+        [sys.executable, "-m", "h2a.export_tools.evaluation.torch_latency", str(checkpoint), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        raise H2AError(f"torch eager timing failed: {child.stderr.strip().splitlines()[-1:]}")
+    torch_ms = float(child.stdout.strip().splitlines()[-1])
+    return {"ort_ms": ort_ms, "torch_eager_ms": torch_ms, "speedup": torch_ms / ort_ms}
+
+
+def run(
+    bundle_path: Path, frames: int, repeats: int, checkpoint: Path | None, threads: int
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    bundle = load_bundle(bundle_path)
+    engine = Engine(bundle, threads=threads)
+    engine.detect(_frames((640, 480), 1)[0])
+    cold = time.perf_counter() - t0
+    size = bundle.manifest.preprocess.input_size
+    images = np.random.default_rng(1).standard_normal((1, 3, size, size)).astype(np.float32)
+    result: dict[str, Any] = {
+        "bundle": str(bundle_path),
+        "preset": bundle.manifest.provenance.get("preset"),
+        "precision": {n: g.precision for n, g in bundle.manifest.graphs.items()},
+        "cold_start_s": cold,
+        "hoi_ms": _timeit(lambda: engine.hoi.run({"images": images}), repeats),
+        "caption": bench_caption(engine, repeats),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        result["pipeline"] = bench_pipeline(engine, bundle_path, _frames((640, 480), frames), Path(tmp))
+    if checkpoint is not None:
+        result["torch"] = bench_torch(checkpoint, engine, repeats)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    c, p = r["caption"], r["pipeline"]
+    rows = [
+        ("cold start (checks + sessions + 1st frame)", f"{r['cold_start_s']:.2f} s", ""),
+        ("hoi latency (ORT)", f"{r['hoi_ms']:.1f} ms", ""),
+        (
+            f"caption {c['tokens']} tokens: KV cache vs recompute",
+            f"{c['kv_cache_ms']:.1f} vs {c['recompute_ms']:.1f} ms",
+            f"{c['kv_speedup']:.2f}x",
+        ),
+        ("cap_encoder (once per caption)", f"{c['cap_encoder_ms']:.1f} ms", ""),
+        (
+            "pipeline vs bare hoi throughput",
+            f"{p['pipeline_fps']:.1f} vs {p['bare_hoi_fps']:.1f} fps",
+            f"{100 * p['efficiency']:.0f}%",
+        ),
+        ("captions / alerts during the pipeline run", f"{p['captions']} / {p['alerts_written']}", ""),
+    ]
+    for stage, (p50, p95) in p["stages"].items():
+        rows.append((f"stage {stage} p50 / p95", f"{p50:.1f} / {p95:.1f} ms", ""))
+    if "torch" in r:
+        t = r["torch"]
+        rows.append(
+            (
+                "hoi: ORT vs torch eager",
+                f"{t['ort_ms']:.1f} vs {t['torch_eager_ms']:.1f} ms",
+                f"{t['speedup']:.2f}x",
+            )
+        )
+    rows.append(("peak RSS", f"{r['peak_rss_mb']:.0f} MB", ""))
+    width = max(len(a) for a, _, _ in rows)
+    return "\n".join(f"{a:<{width}}  {b:>24}  {c_:>7}" for a, b, c_ in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edge-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--engine", type=Path, required=True)
+    p.add_argument("--json", type=Path, help="write all figures here")
+    p.add_argument("--frames", type=int, default=120, help="frames in the pipeline run (default 120)")
+    p.add_argument("--repeats", type=int, default=15, help="timed repeats per figure (median)")
+    p.add_argument("--checkpoint", type=Path, help="the same model's checkpoint, for ORT vs torch eager")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0 = auto)")
+    args = p.parse_args(argv)
+    try:
+        result = run(args.engine, args.frames, args.repeats, args.checkpoint, args.threads)
+    except H2AError as err:
+        print(f"edge-bench: error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

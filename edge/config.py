@@ -1,0 +1,275 @@
+"""The camera's TOML config: validated on load, every error naming its key, reloadable.
+
+[camera]
+name = "gate-1"
+fps_cap = 0             # 0 = as fast as frames come
+frame_stride = 1        # run detection on every n-th frame
+freeze_timeout = 5.0    # a live source with no new frame for this long is reopened
+reconnect_min = 1.0     # back-off between reopen attempts grows from this ...
+reconnect_max = 30.0    # ... to this
+
+[detection]
+triplet_score = 0.1     # minimum action x subject x object score of a reported triplet
+
+[defaults]              # every anomaly type; the bundle's thresholds fill `enter` when absent
+exit = 0.35
+min_duration = 0.5
+cooldown = 10.0
+ema = 0.5
+
+[anomaly.shooting]      # per type, overrides [defaults]
+enter = 0.4
+
+[alerts]
+retention_days = 30
+max_disk_mb = 2048
+jpeg_quality = 90
+
+[[mask]]                # blanked before detection (a road, a TV screen); points in [0, 1]
+points = [[0.0, 0.8], [1.0, 0.8], [1.0, 1.0], [0.0, 1.0]]
+
+[[zone]]                # named areas an alert reports when its triplets fall inside
+name = "entrance"
+points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from h2a.edge.events import TypeThresholds
+from h2a.runtime.errors import H2AError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - JetPack 6 ships Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(H2AError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str = "camera"
+    fps_cap: float = 0.0
+    frame_stride: int = 1
+    freeze_timeout: float = 5.0
+    reconnect_min: float = 1.0
+    reconnect_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    triplet_score: float = -1.0  # below 0: the bundle's default
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    retention_days: float = 30.0
+    max_disk_mb: float = 2048.0
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class Polygon:
+    name: str
+    points: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    thresholds: dict[str, TypeThresholds] = field(default_factory=dict)
+    alerts: AlertConfig = field(default_factory=AlertConfig)
+    masks: tuple[Polygon, ...] = ()
+    zones: tuple[Polygon, ...] = ()
+    version: str = "defaults"  # a short hash of the file, recorded in every alert
+
+
+def _section(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: [{where}] must be a table")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"config: unknown key '{where}.{key}' (known: {', '.join(sorted(known))})")
+        default = getattr(cls(), key) if key != "name" or cls is CameraConfig else ""
+        if isinstance(default, bool) or not isinstance(value, (int, float, str)) or isinstance(value, bool):
+            raise ConfigError(f"config: '{where}.{key}' has the wrong type ({type(value).__name__})")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, str):
+                raise ConfigError(f"config: '{where}.{key}' must be a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise ConfigError(f"config: '{where}.{key}' must be a whole number, got {value!r}")
+            if value < 0:
+                raise ConfigError(f"config: '{where}.{key}' must not be negative, got {value}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"config: '{where}.{key}' must be text, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _polygons(items: Any, where: str, named: bool) -> tuple[Polygon, ...]:
+    if not isinstance(items, list):
+        raise ConfigError(f"config: [[{where}]] must be an array of tables")
+    out = []
+    for i, item in enumerate(items):
+        key = f"{where}[{i}]"
+        if not isinstance(item, dict) or "points" not in item:
+            raise ConfigError(f"config: '{key}.points' is missing")
+        unknown = set(item) - {"points", "name"}
+        if unknown:
+            raise ConfigError(f"config: unknown key '{key}.{sorted(unknown)[0]}'")
+        pts = item["points"]
+        if (
+            not isinstance(pts, list)
+            or len(pts) < 3
+            or not all(
+                isinstance(p, list)
+                and len(p) == 2
+                and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in p)
+                for p in pts
+            )
+        ):
+            raise ConfigError(f"config: '{key}.points' must be 3 or more [x, y] pairs in [0, 1]")
+        name = item.get("name", f"{where}{i}")
+        if named and not isinstance(name, str):
+            raise ConfigError(f"config: '{key}.name' must be text")
+        out.append(Polygon(str(name), tuple((float(x), float(y)) for x, y in pts)))
+    return tuple(out)
+
+
+def parse_config(
+    text: str, anomalies: list[str], default_enter: dict[str, float], version: str
+) -> EdgeConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config: not valid TOML ({err})") from None
+    allowed = {"camera", "detection", "defaults", "anomaly", "alerts", "mask", "zone"}
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"config: unknown section '{key}' (known: {', '.join(sorted(allowed))})")
+    camera = _section(CameraConfig, data.get("camera", {}), "camera")
+    if camera.frame_stride < 1:
+        raise ConfigError("config: 'camera.frame_stride' must be at least 1")
+    if camera.reconnect_max < camera.reconnect_min:
+        raise ConfigError("config: 'camera.reconnect_max' must not be below 'camera.reconnect_min'")
+    defaults = data.get("defaults", {})
+    per_type = data.get("anomaly", {})
+    if not isinstance(per_type, dict):
+        raise ConfigError("config: [anomaly] must be a table of tables, e.g. [anomaly.shooting]")
+    for name in per_type:
+        if name not in anomalies:
+            raise ConfigError(
+                f"config: unknown anomaly type 'anomaly.{name}' (this model knows: {', '.join(anomalies)})"
+            )
+    thresholds = {}
+    for name in anomalies:
+        merged = {
+            "enter": default_enter.get(name, 0.5),
+            **_as_table(defaults, "defaults"),
+            **_as_table(per_type.get(name, {}), f"anomaly.{name}"),
+        }
+        where = f"anomaly.{name}" if name in per_type else "defaults"
+        th = _section(TypeThresholds, merged, where)
+        try:
+            th.check(where)
+        except ValueError as err:
+            raise ConfigError(f"config: {err}") from None
+        thresholds[name] = th
+    detection = _section(DetectionConfig, data.get("detection", {}), "detection")
+    if "triplet_score" in data.get("detection", {}) and not 0 <= detection.triplet_score <= 1:
+        raise ConfigError("config: 'detection.triplet_score' must lie in [0, 1]")
+    alerts = _section(AlertConfig, data.get("alerts", {}), "alerts")
+    if not 1 <= alerts.jpeg_quality <= 100:
+        raise ConfigError("config: 'alerts.jpeg_quality' must lie in [1, 100]")
+    return EdgeConfig(
+        camera,
+        detection,
+        thresholds,
+        alerts,
+        _polygons(data.get("mask", []), "mask", False),
+        _polygons(data.get("zone", []), "zone", True),
+        version,
+    )
+
+
+def _as_table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config: [{where}] must be a table")
+    return value
+
+
+def load_config(path: Path | None, anomalies: list[str], default_enter: dict[str, float]) -> EdgeConfig:
+    import hashlib
+
+    if path is None:
+        return parse_config("", anomalies, default_enter, "defaults")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config: cannot read {path} ({err.strerror})") from None
+    return parse_config(
+        raw.decode("utf-8", errors="replace"), anomalies, default_enter, hashlib.sha256(raw).hexdigest()[:12]
+    )
+
+
+class ConfigWatcher:
+    """Reload the config when its file changes; a bad edit is reported and the old config kept."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        anomalies: list[str],
+        default_enter: dict[str, float],
+        enter_overrides: dict[str, float] | None = None,
+    ) -> None:
+        """`enter_overrides` (from command-line flags) win over the file, also after a reload."""
+        self.path, self.anomalies, self.default_enter = path, anomalies, default_enter
+        self.overrides = dict(enter_overrides or {})
+        for name in self.overrides:
+            if name not in anomalies:
+                raise ConfigError(
+                    f"--threshold: unknown anomaly type {name!r} (known: {', '.join(anomalies)})"
+                )
+        self.config = self._load()
+        self._stamp = self._mtime()
+
+    def _load(self) -> EdgeConfig:
+        config = load_config(self.path, self.anomalies, self.default_enter)
+        thresholds = dict(config.thresholds)
+        for name, enter in self.overrides.items():
+            th = dataclasses.replace(thresholds[name], enter=enter, exit=min(thresholds[name].exit, enter))
+            try:
+                th.check(f"--threshold {name}")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+            thresholds[name] = th
+        return dataclasses.replace(config, thresholds=thresholds)
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime_ns if self.path else 0.0
+        except OSError:
+            return 0.0
+
+    def poll(self) -> tuple[EdgeConfig | None, str | None]:
+        """-> (new config, None) after a good change, (None, error) after a bad one, (None, None) else."""
+        stamp = self._mtime()
+        if stamp == self._stamp:
+            return None, None
+        self._stamp = stamp
+        try:
+            self.config = self._load()
+        except ConfigError as err:
+            return None, str(err)
+        return self.config, None

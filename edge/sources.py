@@ -1,0 +1,200 @@
+"""Frame sources: USB camera index, V4L2 device, RTSP/HTTP URL, GStreamer pipeline, video file,
+image folder. Live sources reconnect with exponential back-off when they drop or freeze;
+files and folders end.
+
+PyPI's OpenCV wheels are built without GStreamer. On a Jetson, use JetPack's system OpenCV (a
+venv made with --system-site-packages) for CSI cameras; `gstreamer_available()` reads
+`cv2.getBuildInformation()` so the error says exactly that.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from h2a.runtime.errors import H2AError
+
+log = logging.getLogger("h2a.edge.sources")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class SourceError(H2AError):
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # camera | device | url | gstreamer | file | folder
+    target: str | int
+    live: bool
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.target}"
+
+
+def gstreamer_available() -> bool:
+    info = cv2.getBuildInformation()
+    match = re.search(r"GStreamer:\s*(\S+)", info)
+    return bool(match and match.group(1).upper().startswith("YES"))
+
+
+def parse_source(camera: int | None, source: str | None) -> SourceSpec:
+    if camera is not None:
+        return SourceSpec("camera", camera, True)
+    assert source is not None
+    if source.startswith(("rtsp://", "rtsps://", "http://", "https://", "rtmp://")):
+        return SourceSpec("url", source, True)
+    if "!" in source and ("appsink" in source or "src" in source):
+        if not gstreamer_available():
+            raise SourceError(
+                "this OpenCV has no GStreamer support (PyPI wheels never do); on a Jetson use JetPack's "
+                "OpenCV: create the venv with --system-site-packages and do not pip-install opencv"
+            )
+        return SourceSpec("gstreamer", source, True)
+    path = Path(source)
+    if source.startswith("/dev/video"):
+        return SourceSpec("device", source, True)
+    if path.is_dir():
+        return SourceSpec("folder", source, False)
+    if path.is_file():
+        return SourceSpec("file", source, False)
+    raise SourceError(f"{source}: no such file, folder, device or URL")
+
+
+def _open_capture(spec: SourceSpec, timeout_s: float = 5.0) -> cv2.VideoCapture:
+    """Open a capture; network streams get OpenCV's open/read time-outs so a frozen camera cannot
+    block a read forever (the freeze check then reconnects)."""
+    if spec.kind == "url":
+        ms = int(timeout_s * 1000)
+        return cv2.VideoCapture(
+            str(spec.target),
+            cv2.CAP_FFMPEG,
+            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms],
+        )
+    if spec.kind == "gstreamer":
+        return cv2.VideoCapture(str(spec.target), cv2.CAP_GSTREAMER)
+    if spec.kind == "device":
+        return cv2.VideoCapture(str(spec.target), cv2.CAP_V4L2)
+    return cv2.VideoCapture(spec.target)
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # (H, W, 3) uint8 BGR
+    index: int  # frames read from the source so far
+    timestamp: float  # wall-clock seconds: live sources read it, files add media time to their start
+
+
+class FrameSource:
+    """Iterate frames; on a live source, drops and freezes reconnect with back-off (logged)."""
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        freeze_timeout: float = 5.0,
+        reconnect_min: float = 1.0,
+        reconnect_max: float = 30.0,
+        stop: Callable[[], bool] = lambda: False,
+        opener: Callable[[SourceSpec], cv2.VideoCapture] = _open_capture,
+    ) -> None:
+        self.spec, self.freeze_timeout = spec, freeze_timeout
+        self.reconnect_min, self.reconnect_max = reconnect_min, reconnect_max
+        self.stop, self.opener = stop, opener
+        self.reconnects = 0
+        self.bad_frames = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.spec.kind == "folder":
+            yield from self._folder()
+        elif self.spec.live:
+            yield from self._live()
+        else:
+            yield from self._file()
+
+    def _folder(self) -> Iterator[Frame]:
+        files = sorted(p for p in Path(str(self.spec.target)).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SourceError(f"{self.spec.target}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        start = time.time()
+        for index, path in enumerate(files):
+            if self.stop():
+                return
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                self.bad_frames += 1
+                log.warning("skipping unreadable image %s", path)
+                continue
+            yield Frame(image, index, start + float(index))  # one image = one second
+
+    def _file(self) -> Iterator[Frame]:
+        cap = self.opener(self.spec)
+        if not cap.isOpened():
+            raise SourceError(f"{self.spec.target}: cannot be opened as a video")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        fps = fps if fps > 0 else 25.0
+        index, start = 0, time.time()
+        try:
+            while not self.stop():
+                ok, image = cap.read()
+                if not ok:
+                    return
+                if not _valid(image):
+                    self.bad_frames += 1
+                    index += 1
+                    continue
+                yield Frame(image, index, start + index / fps)
+                index += 1
+        finally:
+            cap.release()
+
+    def _live(self) -> Iterator[Frame]:
+        delay = self.reconnect_min
+        index = 0
+        while not self.stop():
+            cap = self.opener(self.spec)
+            if not cap.isOpened():
+                log.warning("source %s unavailable; retrying in %.1f s", self.spec.describe(), delay)
+                self._sleep(delay)
+                delay = min(self.reconnect_max, delay * 2)
+                self.reconnects += 1
+                continue
+            log.info("source %s opened", self.spec.describe())
+            last = time.monotonic()
+            try:
+                while not self.stop():
+                    ok, image = cap.read()
+                    now = time.monotonic()
+                    if ok and _valid(image):
+                        delay, last = self.reconnect_min, now
+                        yield Frame(image, index, time.time())
+                        index += 1
+                    elif ok:
+                        self.bad_frames += 1
+                    if not ok or now - last > self.freeze_timeout:
+                        log.warning(
+                            "source %s %s; reconnecting",
+                            self.spec.describe(),
+                            "dropped" if not ok else f"froze for {now - last:.1f} s",
+                        )
+                        break
+            finally:
+                cap.release()
+            self.reconnects += 1
+            self._sleep(delay)
+            delay = min(self.reconnect_max, delay * 2)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stop() and time.monotonic() < end:
+            time.sleep(min(0.05, end - time.monotonic()) if end > time.monotonic() else 0)
+
+
+def _valid(image: np.ndarray | None) -> bool:
+    return image is not None and image.ndim == 3 and image.shape[2] == 3 and image.size > 0

@@ -1,0 +1,127 @@
+"""The HOI encoder's training loss, after the paper's Eq. 3 (HOTR's set loss):
+
+L = L_loc (L1 + GIoU on matched instance boxes) + L_cls (instance classes, "no object" down-weighted)
+  + L_act (focal BCE on every interaction query's actions; unmatched queries learn "no action")
+  + L_match (pointer cross-entropy: a matched query's pointers must pick the predicted instances
+    its target subject and object were matched to) + L_anomaly (BCE on the image-level types).
+
+Box and pointer terms are normalised by the number of targets across all processes, so DDP gives
+the same gradients as one process with the whole batch (DETR's recipe).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from h2a.export_tools.data.dataset import Target
+from h2a.export_tools.models.hoi_encoder import HOIOutput
+from h2a.export_tools.training.box_ops import cxcywh_to_xyxy, generalized_box_iou
+from h2a.export_tools.training.distributed import all_reduce_sum, world_size
+from h2a.export_tools.training.matcher import MatchCosts, match_instances, match_interactions, target_to_pred
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    cls: float = 1.0
+    bbox: float = 5.0
+    giou: float = 2.0
+    action: float = 2.0
+    pointer: float = 1.0
+    anomaly: float = 1.0
+    no_object: float = 0.1  # weight of the "no object" class in L_cls
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float
+) -> torch.Tensor:
+    """Summed focal loss (Lin et al. 2017); the caller normalises."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (alpha_t * loss).sum()
+
+
+class HOILoss:
+    def __init__(self, n_objects: int, weights: LossWeights | None = None, costs: MatchCosts | None = None):
+        self.w = weights or LossWeights()
+        self.costs = costs or MatchCosts()
+        self.class_weight = torch.ones(n_objects + 1)
+        self.class_weight[-1] = self.w.no_object
+
+    def __call__(self, out: HOIOutput, targets: list[Target]) -> tuple[torch.Tensor, dict[str, float]]:
+        device = out.boxes.device
+        inst = match_instances(out.obj_logits, out.boxes, targets, self.costs)
+        inter = match_interactions(out.act_logits, out.sub_ptr, out.obj_ptr, targets, inst, self.costs)
+        n_boxes = self._global_count(sum(len(t.labels) for t in targets), device)
+        n_pairs = self._global_count(sum(len(t.pairs) for t in targets), device)
+
+        # instance classes: every query, matched ones to their class, the rest to "no object"
+        no_obj = out.obj_logits.shape[-1] - 1
+        cls_target = torch.full(out.obj_logits.shape[:2], no_obj, dtype=torch.long, device=device)  # (B, N)
+        for b, (pi, ti) in enumerate(inst):
+            cls_target[b, pi] = targets[b].labels[ti].to(device)
+        loss_cls = F.cross_entropy(
+            out.obj_logits.flatten(0, 1).float(), cls_target.flatten(), self.class_weight.to(device)
+        )
+
+        # boxes of matched instances
+        pred_boxes = torch.cat([out.boxes[b, pi] for b, (pi, _) in enumerate(inst)]).float()  # (k, 4)
+        tgt_boxes = torch.cat([targets[b].boxes[ti] for b, (_, ti) in enumerate(inst)]).to(device)
+        loss_bbox = F.l1_loss(pred_boxes, tgt_boxes, reduction="sum") / n_boxes
+        giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(pred_boxes), cxcywh_to_xyxy(tgt_boxes)))
+        loss_giou = (1 - giou).sum() / n_boxes
+
+        # actions on every interaction query; pointers on matched ones
+        act_target = torch.zeros_like(out.act_logits, dtype=torch.float32)  # (B, Q, A)
+        sub_logits, obj_logits, sub_target, obj_target = [], [], [], []
+        for b, (qi, ti) in enumerate(inter):
+            tgt = targets[b]
+            act_target[b, qi] = tgt.actions[ti].to(device)
+            lookup = target_to_pred(inst[b], len(tgt.labels)).to(device)
+            sub_logits.append(out.sub_ptr[b, qi])
+            obj_logits.append(out.obj_ptr[b, qi])
+            sub_target.append(lookup[tgt.pairs[ti, 0].to(device)])
+            obj_target.append(lookup[tgt.pairs[ti, 1].to(device)])
+        loss_act = (
+            sigmoid_focal_loss(out.act_logits.float(), act_target, self.w.focal_alpha, self.w.focal_gamma)
+            / n_pairs
+        )
+        loss_ptr = (
+            F.cross_entropy(torch.cat(sub_logits).float(), torch.cat(sub_target), reduction="sum")
+            + F.cross_entropy(torch.cat(obj_logits).float(), torch.cat(obj_target), reduction="sum")
+        ) / (2 * n_pairs)
+
+        anomaly_target = torch.stack([t.anomaly for t in targets]).to(device)
+        loss_anomaly = F.binary_cross_entropy_with_logits(out.anomaly_logits.float(), anomaly_target)
+
+        w = self.w
+        total = (
+            w.cls * loss_cls
+            + w.bbox * loss_bbox
+            + w.giou * loss_giou
+            + w.action * loss_act
+            + w.pointer * loss_ptr
+            + w.anomaly * loss_anomaly
+        )
+        parts = {
+            "cls": loss_cls,
+            "bbox": loss_bbox,
+            "giou": loss_giou,
+            "act": loss_act,
+            "ptr": loss_ptr,
+            "anomaly": loss_anomaly,
+        }
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    @staticmethod
+    def _global_count(local: int, device: torch.device) -> torch.Tensor:
+        """Targets over all processes, divided by the world size (DDP averages gradients)."""
+        count = all_reduce_sum(torch.tensor(float(local), device=device))
+        return (count / world_size()).clamp(min=1.0)

@@ -1,0 +1,139 @@
+"""TensorRT backend (TensorRT 10 name-based tensor API; targets 10.3, JetPack 6).
+
+Every call into TensorRT lives in this module and `export_tools/export/tensorrt_build.py`.
+Before deserializing, the bundle's recorded TensorRT version and GPU compute capability are
+compared with this device's, and a mismatch is refused with one line (a serialized engine only
+runs on the TensorRT version and GPU family it was built for).
+
+Host buffers are pinned and reused; each graph has its own stream; inputs may be given as device
+pointers (`DevicePointer`) so `hoi`'s image tokens can be handed to `cap_encoder` without a trip
+through host memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorrt as trt
+
+from h2a.runtime.backends.cuda_memory import Cuda
+from h2a.runtime.errors import BackendError
+
+
+@dataclass(frozen=True)
+class DevicePointer:
+    """An input that already lives on the GPU (device-to-device hand-off)."""
+
+    ptr: int
+    shape: tuple[int, ...]
+
+
+def check_device(bundle_trt: dict[str, Any], cuda: Cuda) -> None:
+    """Refuse an engine built for another TensorRT version or GPU family."""
+    built = str(bundle_trt.get("version", ""))
+    here = str(trt.__version__)
+    if built.split(".")[:2] != here.split(".")[:2]:
+        raise BackendError(
+            f"bundle engines were built with TensorRT {built}, this device has {here}; "
+            "rebuild them here with edge-export --backend tensorrt"
+        )
+    cc = tuple(bundle_trt.get("compute_capability", ()))
+    here_cc = cuda.compute_capability()
+    if cc and tuple(cc) != here_cc:
+        raise BackendError(
+            f"bundle engines were built for GPU compute capability {cc[0]}.{cc[1]}, this GPU is "
+            f"{here_cc[0]}.{here_cc[1]}; rebuild them on this device"
+        )
+
+
+class _Logger(trt.ILogger):
+    def __init__(self) -> None:
+        trt.ILogger.__init__(self)
+        self.messages: list[str] = []
+
+    def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
+        if severity <= trt.ILogger.Severity.WARNING:
+            self.messages.append(msg)
+
+
+class TrtGraph:
+    def __init__(self, engine_bytes: bytes, cuda: Cuda) -> None:
+        self.cuda = cuda
+        self.logger = _Logger()
+        self.runtime = trt.Runtime(self.logger)
+        engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+        if engine is None:
+            raise BackendError(
+                "TensorRT could not deserialize an engine: " + "; ".join(self.logger.messages[-2:])
+            )
+        self.engine: trt.ICudaEngine = engine
+        context = engine.create_execution_context()
+        if context is None:
+            raise BackendError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.context: trt.IExecutionContext = context
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._dtype = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self.stream = cuda.stream_create()
+        self._device: dict[str, tuple[int, int]] = {}  # name -> (pointer, capacity in bytes)
+        self._host: dict[str, np.ndarray] = {}
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
+        nbytes = int(np.prod(shape)) * self._dtype[name].itemsize
+        ptr, capacity = self._device.get(name, (0, 0))
+        if nbytes > capacity:  # grow once; steady state allocates nothing
+            if ptr:
+                self.cuda.device_free(ptr)
+            ptr = self.cuda.device_alloc(nbytes)
+            self._device[name] = (ptr, nbytes)
+            self._host[name] = self.cuda.pinned_empty(
+                (max(1, nbytes // self._dtype[name].itemsize),), self._dtype[name]
+            )
+        host = self._host[name][: int(np.prod(shape))].reshape(shape)
+        return ptr, host
+
+    def device_output(self, name: str) -> int:
+        """Where output `name` of the last run lives on the GPU (for a device-to-device hand-off)."""
+        return self._device[name][0]
+
+    def run(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        ctx = self.context
+        for name in self._inputs:
+            value = inputs[name]
+            if isinstance(value, DevicePointer):
+                ctx.set_input_shape(name, value.shape)
+                ctx.set_tensor_address(name, value.ptr)
+                continue
+            array = np.ascontiguousarray(value, dtype=self._dtype[name])
+            ptr, host = self._buffer(name, array.shape)
+            host[...] = array
+            ctx.set_input_shape(name, array.shape)
+            ctx.set_tensor_address(name, ptr)
+            self.cuda.htod_async(ptr, host, self.stream)
+        shapes = {}
+        for name in self._outputs:
+            dims = ctx.get_tensor_shape(name)
+            shape = tuple(int(dims[i]) for i in range(len(dims)))
+            ptr, _ = self._buffer(name, shape)
+            ctx.set_tensor_address(name, ptr)
+            shapes[name] = shape
+        if not ctx.execute_async_v3(self.stream):
+            raise BackendError("TensorRT execution failed: " + "; ".join(self.logger.messages[-2:]))
+        out = {}
+        for name in self._outputs:
+            ptr, host = self._buffer(name, shapes[name])
+            self.cuda.dtoh_async(host, ptr, self.stream)
+            out[name] = host
+        self.cuda.stream_sync(self.stream)
+        return {name: host.copy() for name, host in out.items()}

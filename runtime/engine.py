@@ -1,0 +1,105 @@
+"""The model at run time: a checked bundle on a backend, turned into two calls.
+
+`detect(frame)` runs pre-processing, the `hoi` graph and post-processing; `explain(detection)`
+builds the HOI tag tokens, runs `cap_encoder` once and greedy-decodes with `dec_step` over the
+preallocated KV cache. The pipeline calls them from different threads (detection never waits
+for captions); one Engine must not run `detect` on two threads at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from h2a.runtime.backends import GraphRunner
+from h2a.runtime.bundle import Bundle
+from h2a.runtime.caption_text import CaptionFields, parse_caption
+from h2a.runtime.decoding import GreedyDecoder
+from h2a.runtime.errors import BackendError
+from h2a.runtime.postprocess import Triplet, anomaly_probabilities, decode_triplets
+from h2a.runtime.preprocess import Letterbox, Preprocessor, boxes_to_frame
+from h2a.runtime.tags import build_tag_inputs
+from h2a.runtime.tokenizer import CaptionTokenizer
+
+
+@dataclass
+class Detection:
+    anomaly: dict[str, float]  # probability per anomaly type
+    triplets: list[Triplet]  # best first, boxes on the model input (cx, cy, w, h in [0, 1])
+    geometry: Letterbox
+    image_tokens: np.ndarray  # (1, T, D), kept for the caption of this frame
+
+    def frame_boxes(self, input_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Subject and object boxes of each triplet in frame pixels (x1, y1, x2, y2)."""
+        out = []
+        for t in self.triplets:
+            pair = boxes_to_frame(
+                np.array([t.subject_box, t.object_box], np.float32), self.geometry, input_size
+            )
+            out.append((pair[0], pair[1]))
+        return out
+
+
+@dataclass
+class Explanation:
+    tokens: list[int]
+    text: str
+    fields: CaptionFields
+
+
+def open_graph(bundle: Bundle, name: str, providers: Sequence[str] | None, threads: int) -> GraphRunner:
+    backend = bundle.manifest.backend
+    if backend == "onnxruntime":
+        from h2a.runtime.backends.onnxruntime_backend import DEFAULT_PROVIDERS, OrtGraph
+
+        return OrtGraph(bundle.graph_bytes(name), providers or DEFAULT_PROVIDERS, threads)
+    if backend == "tensorrt":
+        from h2a.runtime.backends.cuda_memory import open_cuda
+        from h2a.runtime.backends.tensorrt_backend import TrtGraph, check_device
+
+        cuda = open_cuda()
+        check_device(bundle.manifest.provenance.get("tensorrt") or {}, cuda)
+        return TrtGraph(bundle.graph_bytes(name), cuda)
+    raise BackendError(f"backend {backend!r} is not supported by this runtime build")
+
+
+class Engine:
+    def __init__(self, bundle: Bundle, providers: Sequence[str] | None = None, threads: int = 0) -> None:
+        m = bundle.manifest
+        self.manifest = m
+        self.hoi = open_graph(bundle, "hoi", providers, threads)
+        self.cap_encoder = open_graph(bundle, "cap_encoder", providers, threads)
+        self.decoder = GreedyDecoder(open_graph(bundle, "dec_step", providers, threads), m.decoder)
+        self.tokenizer = CaptionTokenizer(bundle.tokenizer_json())
+        p = m.preprocess
+        self.preprocess = Preprocessor(p.input_size, tuple(p.mean), tuple(p.std), p.pad_value)
+        self.objects, self.actions, self.anomalies = m.labels.objects, m.labels.actions, m.labels.anomalies
+        self.min_triplet_score = m.thresholds.hoi_score
+
+    def detect(
+        self, frame_bgr: np.ndarray, min_triplet_score: float | None = None, max_triplets: int = 10
+    ) -> Detection:
+        """`min_triplet_score` defaults to the bundle's threshold; evaluation lowers it to see the
+        whole precision-recall curve."""
+        images, geometry = self.preprocess(frame_bgr)
+        out = self.hoi.run({"images": images})
+        score = self.min_triplet_score if min_triplet_score is None else min_triplet_score
+        return Detection(
+            anomaly=anomaly_probabilities(out, self.anomalies),
+            triplets=decode_triplets(out, self.objects, self.actions, score, max_triplets=max_triplets),
+            geometry=geometry,
+            image_tokens=out["image_tokens"],
+        )
+
+    def explain(self, detection: Detection, max_new_tokens: int | None = None) -> Explanation:
+        ids, mask, boxes = build_tag_inputs(
+            detection.triplets, self.tokenizer, self.manifest.decoder.max_tag_tokens
+        )
+        enc = self.cap_encoder.run(
+            {"image_tokens": detection.image_tokens, "tag_ids": ids, "tag_mask": mask, "tag_boxes": boxes}
+        )
+        result = self.decoder.decode(enc["cross_k"], enc["cross_v"], enc["memory_bias"], max_new_tokens)
+        text = self.tokenizer.decode(result.tokens)
+        return Explanation(result.tokens, text, parse_caption(text))

@@ -1,0 +1,148 @@
+"""The alert store on real SQLite files: round trip, export, retention, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from h2a.edge.alerts import SNAPSHOT_DIR, Alert, AlertStore, StoreError
+
+from .conftest import run_cli
+
+
+def make_alert(i: int = 0, start: float | None = None) -> Alert:
+    return Alert(
+        camera="cam",
+        anomaly="shooting",
+        start_time=time.time() if start is None else start,
+        peak_score=0.8,
+        peak_time=time.time(),
+        what="a man is aiming a gun",
+        who="a man and a gun",
+        location="in the middle of the image",
+        caption=f"caption {i}",
+        triplets=[
+            {
+                "subject": "person",
+                "action": "aim",
+                "object": "gun",
+                "score": 0.7,
+                "subject_box": [1, 2, 3, 4],
+                "object_box": [5, 6, 7, 8],
+            }
+        ],
+        zones=["entrance"],
+        model_sha256="ab" * 32,
+        config_version="v1",
+    )
+
+
+def test_write_update_and_read_back(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path)
+    a = store.write(make_alert(), b"\xff\xd8jpeg1")
+    first_snapshot = a.snapshot
+    assert a.id == 1 and (tmp_path / first_snapshot).read_bytes() == b"\xff\xd8jpeg1"
+    a.caption, a.peak_score = "better caption", 0.9
+    store.write(a, b"\xff\xd8jpeg2")  # a peak re-caption replaces the snapshot
+    store.close_alert(a.id, a.start_time + 3)
+    got = store.get(1)
+    assert (
+        got is not None
+        and got.caption == "better caption"
+        and got.end_time == pytest.approx(a.start_time + 3)
+    )
+    assert not (tmp_path / first_snapshot).exists() and (tmp_path / got.snapshot).is_file()
+    assert store.integrity() == "ok"
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_retention_by_age_and_quota(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path)
+    now = time.time()
+    for i in range(6):
+        store.write(make_alert(i, start=now - (10 - i) * 86400), b"x" * 100_000)
+    assert store.enforce_retention(max_age_s=7 * 86400, max_bytes=1e12, now=now) == 3  # 10, 9, 8 days old
+    assert store.count() == 3
+    removed = store.enforce_retention(max_age_s=1e9, max_bytes=store.disk_bytes() - 150_000, now=now)
+    assert removed >= 1 and store.count() <= 2
+    assert len(list((tmp_path / SNAPSHOT_DIR).iterdir())) == store.count()
+
+
+def test_schema_version_is_checked(tmp_path: Path) -> None:
+    AlertStore(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "alerts.db")
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        AlertStore(tmp_path)
+
+
+def test_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions")
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(StoreError, match="cannot open the alert store"):
+        AlertStore(folder / "alerts")
+
+
+def test_cli_list_show_export(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path)
+    for i in range(3):
+        store.write(make_alert(i), b"jpeg")
+    store.close()
+    listed = run_cli("h2a.edge.alerts_cli", "--alerts", str(tmp_path), "list", timeout=60)
+    assert listed.returncode == 0 and "3 alerts" in listed.stdout and "caption 2" in listed.stdout
+    shown = run_cli("h2a.edge.alerts_cli", "--alerts", str(tmp_path), "show", "2", timeout=60)
+    assert "What:       a man is aiming a gun" in shown.stdout and "person aim gun" in shown.stdout
+    out = tmp_path / "alerts.jsonl"
+    run_cli("h2a.edge.alerts_cli", "--alerts", str(tmp_path), "export", "--jsonl", str(out), timeout=60)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["caption"] for x in lines] == ["caption 0", "caption 1", "caption 2"]
+    missing = run_cli("h2a.edge.alerts_cli", "--alerts", str(tmp_path / "nope"), "list", timeout=60)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests.test_alert_store import make_alert
+from h2a.edge.alerts import AlertStore
+store = AlertStore(sys.argv[1])
+i = 0
+while True:
+    a = store.write(make_alert(i), b"\\xff\\xd8" + bytes(20000))
+    print(a.id, flush=True)   # reported written only after the commit returned
+    i += 1
+"""
+
+
+def test_kill_9_during_heavy_writing_loses_no_reported_alert(tmp_path: Path) -> None:
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(root=root), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    reported: list[int] = []
+    assert proc.stdout is not None
+    deadline = time.time() + 60
+    while len(reported) < 150 and time.time() < deadline:
+        reported.append(int(proc.stdout.readline()))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reported += [int(x) for x in proc.stdout.read().split()]
+    store = AlertStore(tmp_path)  # reopening sweeps half-written snapshots
+    assert store.integrity() == "ok"
+    ids = {a.id for a in store.alerts()}
+    assert set(reported) <= ids
+    for alert in store.alerts():
+        assert alert.snapshot and (tmp_path / alert.snapshot).stat().st_size == alert.snapshot_bytes
+    assert not [p for p in (tmp_path / SNAPSHOT_DIR).iterdir() if p.name.endswith(".tmp")]
