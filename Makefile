@@ -46,8 +46,8 @@ demo: $(STAMP)
 	$(VENV)/bin/edge-run --engine $(BUILD)/demo.plan --inspect
 	@echo
 	@echo "demo: this bundle holds UNTRAINED (random-init) weights: it proves export, parity and the"
-	@echo "      bundle checks. Training the demo model and running edge-run on a video are not in"
-	@echo "      this version yet (see README 'Status')."
+	@echo "      bundle checks. The trained demo model is not part of make demo yet: its captions are"
+	@echo "      still broken (see README 'Status'); edge-datagen/edge-train/edge-eval run it by hand."
 
 clean:
 	rm -rf $(VENV) $(BUILD)

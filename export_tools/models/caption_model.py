@@ -57,16 +57,9 @@ class ImageHOILayer(nn.Module):
         return tags + self.ff(self.norm3(tags))
 
 
-class DecoderBlock(nn.Module):
-    def __init__(self, cfg: CaptionConfig) -> None:
-        super().__init__()
-        d = cfg.d_model
-        self.norm1 = nn.LayerNorm(d)
-        self.self_attn = MultiHeadAttention(d, cfg.n_heads, cfg.dropout)
-        self.norm2 = nn.LayerNorm(d)
-        self.cross_attn = MultiHeadAttention(d, cfg.n_heads, cfg.dropout)
-        self.norm3 = nn.LayerNorm(d)
-        self.ff = FeedForward(d, cfg.dim_ff, cfg.dropout)
+class DecoderBlock(ImageHOILayer):
+    """Same sub-layers as an Image-HOI layer: causal self-attention, cross-attention to the fused
+    memory (with precomputed K/V), feed-forward."""
 
     def forward(
         self,
