@@ -37,8 +37,8 @@ class Projector(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
-class ImageHOILayer(nn.Module):
-    """Tag tokens: self-attention among themselves, cross-attention onto the image tokens, FFN."""
+class AttentionBlock(nn.Module):
+    """Pre-norm self-attention, cross-attention and feed-forward sub-layers; subclasses wire them."""
 
     def __init__(self, cfg: CaptionConfig) -> None:
         super().__init__()
@@ -50,6 +50,10 @@ class ImageHOILayer(nn.Module):
         self.norm3 = nn.LayerNorm(d)
         self.ff = FeedForward(d, cfg.dim_ff, cfg.dropout)
 
+
+class ImageHOILayer(AttentionBlock):
+    """Tag tokens: self-attention among themselves, cross-attention onto the image tokens, FFN."""
+
     def forward(self, tags: torch.Tensor, tag_bias: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         h = self.norm1(tags)
         tags = tags + self.self_attn(h, h, h, tag_bias)
@@ -57,9 +61,9 @@ class ImageHOILayer(nn.Module):
         return tags + self.ff(self.norm3(tags))
 
 
-class DecoderBlock(ImageHOILayer):
-    """Same sub-layers as an Image-HOI layer: causal self-attention, cross-attention to the fused
-    memory (with precomputed K/V), feed-forward."""
+class DecoderBlock(AttentionBlock):
+    """Causal self-attention (cached when stepping), cross-attention to the fused memory with
+    precomputed K/V, feed-forward."""
 
     def forward(
         self,
