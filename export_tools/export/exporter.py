@@ -33,7 +33,9 @@ from h2a.runtime.tokenizer import CaptionTokenizer
 
 TOOL_VERSION = "0.1.0"
 TOKENIZER_MEMBER = "tokenizer.json"
-NO_REPEAT_NGRAM = 3
+#: Repetition guard: no 20-gram may repeat. The caption format legitimately repeats phrases of up to
+#: ~15 tokens ("What" inside "Total Caption", "in the middle of the image"), so small n breaks it.
+NO_REPEAT_NGRAM = 20
 
 
 class ParityError(RuntimeError):
