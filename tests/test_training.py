@@ -112,6 +112,14 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(small_data: Path, tmp
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_ddp_two_cpu_processes_give_the_same_losses_as_one(small_data: Path, tmp_path: Path) -> None:
     probe = str(Path(__file__).with_name("ddp_probe.py"))
     single = subprocess.run(
