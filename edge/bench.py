@@ -78,9 +78,7 @@ def bench_caption(engine: Engine, repeats: int) -> dict[str, float]:
     }
 
 
-def bench_pipeline(
-    engine: Engine, bundle_path: Path, frames: list[np.ndarray], workdir: Path
-) -> dict[str, Any]:
+def bench_pipeline(engine: Engine, frames: list[np.ndarray], workdir: Path) -> dict[str, Any]:
     from h2a.edge.config import ConfigWatcher
     from h2a.edge.pipeline import Pipeline, PipelineOptions
     from h2a.edge.sources import FrameSource, SourceSpec
@@ -104,7 +102,9 @@ def bench_pipeline(
     bare_fps = len(decoded) / (time.perf_counter() - t0)
     m = engine.manifest
     # every type opens at once and the score keeps peaking: the caption worker is kept busy
-    watcher = ConfigWatcher(None, m.labels.anomalies, {a: 0.0 for a in m.labels.anomalies})
+    watcher = ConfigWatcher(
+        None, m.labels.anomalies, dict(m.thresholds.anomaly), {a: 0.0 for a in m.labels.anomalies}
+    )
     source = FrameSource(SourceSpec("file", str(video), False))
     pipeline = Pipeline(
         engine,
@@ -163,7 +163,7 @@ def run(
         "caption": bench_caption(engine, repeats),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        result["pipeline"] = bench_pipeline(engine, bundle_path, _frames((640, 480), frames), Path(tmp))
+        result["pipeline"] = bench_pipeline(engine, _frames((640, 480), frames), Path(tmp))
     if checkpoint is not None:
         result["torch"] = bench_torch(checkpoint, engine, repeats)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

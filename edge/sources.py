@@ -193,7 +193,7 @@ class FrameSource:
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self.stop() and time.monotonic() < end:
-            time.sleep(min(0.05, end - time.monotonic()) if end > time.monotonic() else 0)
+            time.sleep(max(0.0, min(0.05, end - time.monotonic())))
 
 
 def _valid(image: np.ndarray | None) -> bool:

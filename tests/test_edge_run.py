@@ -247,3 +247,26 @@ def test_sigterm_mid_run_drains_and_closes_the_store(
     rows = db.execute("SELECT end_time FROM alerts").fetchall()
     assert rows and all(end is not None for (end,) in rows)  # the open event was closed on the way out
     assert os.path.getsize(alerts / "alerts.db") > 0
+
+
+def test_edge_bench_runs_and_writes_its_ratios(tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run_cli(
+        "h2a.edge.bench",
+        "--engine",
+        str(tiny_bundle),
+        "--frames",
+        "20",
+        "--repeats",
+        "2",
+        "--json",
+        str(out),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    import json
+
+    report = json.loads(out.read_text())
+    assert report["caption"]["kv_speedup"] > 1.0  # recomputing the prefix is never faster
+    assert report["pipeline"]["frames"] == 20 and report["pipeline"]["captions"] >= 1
+    assert "KV cache vs recompute" in result.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 from h2a.export_tools.models.config import PRESETS
 from h2a.export_tools.training import distributed as dist
 from h2a.export_tools.training.trainer import TrainConfig
-from h2a.runtime.errors import H2AError
+from h2a.runtime.errors import H2AError, InputError
 
 #: Defaults per (stage, preset); flags override. Tiny trains from scratch on a 2-core CPU.
 DEFAULTS: dict[tuple[str, str], dict[str, float]] = {
@@ -130,10 +130,8 @@ def _preset(args: argparse.Namespace) -> str:
     from h2a.export_tools.checkpoint import load_checkpoint
 
     path = args.out / "model.pt"
-    if not path.is_file():
-        raise_missing = H2AError(f"{path}: not found; run `edge-train hoi --out {args.out}` first")
-        print(f"edge-train: error: {raise_missing}", file=sys.stderr)
-        sys.exit(2)
+    if not path.is_file():  # main() reports it like every other user error
+        raise InputError(f"{path}: not found; run `edge-train hoi --out {args.out}` first")
     ckpt, _ = load_checkpoint(path)
     return ckpt.config.preset
 
