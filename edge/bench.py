@@ -6,6 +6,7 @@ this one run (the machines are shared and noisy, so absolute times are only cont
   over the same frames;
 - `hoi` latency: ONNX Runtime vs torch eager on the same weights, when `--checkpoint` is given
   (torch runs in a child process: importing torch slows ONNX Runtime by 20-30%);
+- with `--int8 PLAN`: `hoi`, decoder step and whole anomalous frame, INT8 vs FP32 (same model);
 - per-stage p50/p95, peak RSS, cold start (bundle checks + sessions + first frame).
 """
 
@@ -78,6 +79,43 @@ def bench_caption(engine: Engine, repeats: int) -> dict[str, float]:
     }
 
 
+def _anomalous_frame(engine: Engine, frame: np.ndarray, tokens: int) -> None:
+    """What an alert costs: detect, then caption `tokens` tokens (EOS ignored so both bundles
+    decode the same length)."""
+    from h2a.runtime.tags import build_tag_inputs
+
+    det = engine.detect(frame)
+    d = engine.manifest.decoder
+    ids, mask, boxes = build_tag_inputs(det.triplets, engine.tokenizer, d.max_tag_tokens)
+    enc = engine.cap_encoder.run(
+        {"image_tokens": det.image_tokens, "tag_ids": ids, "tag_mask": mask, "tag_boxes": boxes}
+    )
+    engine.decoder.decode(enc["cross_k"], enc["cross_v"], enc["memory_bias"], tokens, True, False)
+
+
+def bench_int8(fp32: Engine, int8: Engine, repeats: int) -> dict[str, Any]:
+    """INT8 vs FP32 of the same model, interleaved in this one run."""
+    size = fp32.manifest.preprocess.input_size
+    images = np.random.default_rng(2).standard_normal((1, 3, size, size)).astype(np.float32)
+    frame = _frames((640, 480), 1)[0]
+    tokens = min(CAPTION_TOKENS, fp32.manifest.decoder.max_len - 1)
+    out: dict[str, Any] = {"tokens": tokens}
+    for name, fn in (
+        ("hoi", lambda e: lambda: e.hoi.run({"images": images})),
+        ("anomalous_frame", lambda e: lambda: _anomalous_frame(e, frame, tokens)),
+    ):
+        f32, i8 = _timeit(fn(fp32), repeats), _timeit(fn(int8), repeats)
+        out[name] = {"fp32_ms": f32, "int8_ms": i8, "speedup": f32 / i8}
+    f32c, i8c = bench_caption(fp32, repeats), bench_caption(int8, repeats)
+    out["dec_step"] = {
+        "fp32_ms": f32c["per_token_ms"],
+        "int8_ms": i8c["per_token_ms"],
+        "speedup": f32c["per_token_ms"] / i8c["per_token_ms"],
+    }
+    out["precision"] = {n: g.precision for n, g in int8.manifest.graphs.items()}
+    return out
+
+
 def bench_pipeline(engine: Engine, frames: list[np.ndarray], workdir: Path) -> dict[str, Any]:
     from h2a.edge.config import ConfigWatcher
     from h2a.edge.pipeline import Pipeline, PipelineOptions
@@ -145,7 +183,12 @@ def bench_torch(checkpoint: Path, engine: Engine, repeats: int) -> dict[str, flo
 
 
 def run(
-    bundle_path: Path, frames: int, repeats: int, checkpoint: Path | None, threads: int
+    bundle_path: Path,
+    frames: int,
+    repeats: int,
+    checkpoint: Path | None,
+    threads: int,
+    int8_path: Path | None = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_path)
@@ -166,7 +209,11 @@ def run(
         result["pipeline"] = bench_pipeline(engine, _frames((640, 480), frames), Path(tmp))
     if checkpoint is not None:
         result["torch"] = bench_torch(checkpoint, engine, repeats)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Peak RSS is read before the INT8 engine doubles the model in memory.
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if int8_path is not None:
+        result["int8"] = bench_int8(engine, Engine(load_bundle(int8_path), threads=threads), repeats)
+    result["peak_rss_mb"] = peak_rss_mb
     return result
 
 
@@ -199,7 +246,21 @@ def table(r: dict[str, Any]) -> str:
                 f"{t['speedup']:.2f}x",
             )
         )
-    rows.append(("peak RSS", f"{r['peak_rss_mb']:.0f} MB", ""))
+    if "int8" in r:
+        for key, label in (
+            ("hoi", "hoi"),
+            ("dec_step", "decoder step (per token)"),
+            ("anomalous_frame", f"anomalous frame (detect + {r['int8']['tokens']}-token caption)"),
+        ):
+            v = r["int8"][key]
+            rows.append(
+                (
+                    f"{label}: INT8 vs FP32",
+                    f"{v['int8_ms']:.1f} vs {v['fp32_ms']:.1f} ms",
+                    f"{v['speedup']:.2f}x",
+                )
+            )
+    rows.append(("peak RSS (FP32 run)", f"{r['peak_rss_mb']:.0f} MB", ""))
     width = max(len(a) for a, _, _ in rows)
     return "\n".join(f"{a:<{width}}  {b:>24}  {c_:>7}" for a, b, c_ in rows)
 
@@ -212,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=15, help="timed repeats per figure (median)")
     p.add_argument("--checkpoint", type=Path, help="the same model's checkpoint, for ORT vs torch eager")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0 = auto)")
+    p.add_argument("--int8", type=Path, help="an INT8 bundle of the same model: INT8 vs FP32 ratios")
     args = p.parse_args(argv)
     try:
-        result = run(args.engine, args.frames, args.repeats, args.checkpoint, args.threads)
+        result = run(args.engine, args.frames, args.repeats, args.checkpoint, args.threads, args.int8)
     except H2AError as err:
         print(f"edge-bench: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from h2a.runtime.errors import BundleError
-from h2a.runtime.manifest import Manifest
+from h2a.runtime.manifest import Manifest, Member
 
 MANIFEST_NAME = "manifest.json"
 #: Which importable module each backend needs, and how to get it.
@@ -32,15 +32,31 @@ BACKEND_MODULES = {
 
 @dataclass(frozen=True)
 class Bundle:
+    """A checked bundle. Members are read on demand (and their hash checked again then), so a
+    200 MB graph is not held in memory beside the session made from it, and a file swapped on
+    disk after the check is still refused."""
+
     path: Path
     manifest: Manifest
-    members: dict[str, bytes]  # verified contents, by archive path
+
+    def member(self, name: str) -> bytes:
+        expected = self.manifest.members.get(name)
+        if expected is None:
+            raise BundleError(f"{self.path}: no member {name!r} in the manifest")
+        try:
+            archive = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError):
+            raise BundleError(f"{self.path}: the bundle changed or vanished after it was checked") from None
+        with archive:
+            data = _read(archive, self.path, name)
+        _check_member(self.path, name, data, expected)
+        return data
 
     def graph_bytes(self, name: str) -> bytes:
-        return self.members[self.manifest.graphs[name].member]
+        return self.member(self.manifest.graphs[name].member)
 
     def tokenizer_json(self) -> str:
-        return self.members[self.manifest.tokenizer].decode("utf-8")
+        return self.member(self.manifest.tokenizer).decode("utf-8")
 
     @property
     def size_bytes(self) -> int:
@@ -100,22 +116,14 @@ def load_bundle(path: str | Path, require_backend: bool = True) -> Bundle:
             raise BundleError(f"{path}: member {name!r} is missing from the archive; re-export the bundle")
         for name in sorted(set(names) - listed - {MANIFEST_NAME}):
             raise BundleError(f"{path}: member {name!r} is not listed in the manifest; refusing this bundle")
-        members: dict[str, bytes] = {}
         for name in sorted(listed):
-            data = _read(archive, path, name)
-            expected = manifest.members[name]
-            if len(data) != expected.size or sha256_hex(data) != expected.sha256:
-                raise BundleError(
-                    f"{path}: member {name!r} does not match its sha256 in the manifest "
-                    "(corrupted or altered); copy the bundle again or re-export it"
-                )
-            members[name] = data
+            _check_member(path, name, _hash_member(archive, path, name), manifest.members[name])
     if require_backend and not backend_available(manifest.backend):
         _, how = BACKEND_MODULES[manifest.backend]
         raise BundleError(
             f"{path}: this bundle runs on {manifest.backend}, which is not installed here ({how})"
         )
-    return Bundle(path=path, manifest=manifest, members=members)
+    return Bundle(path=path, manifest=manifest)
 
 
 def _read(archive: zipfile.ZipFile, path: Path, name: str) -> bytes:
@@ -123,3 +131,25 @@ def _read(archive: zipfile.ZipFile, path: Path, name: str) -> bytes:
         return archive.read(name)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
         raise BundleError(f"{path}: member {name!r} cannot be read ({err}); the file is damaged") from None
+
+
+def _hash_member(archive: zipfile.ZipFile, path: Path, name: str) -> tuple[int, str]:
+    """(size, sha256) of a member, streamed: checking a bundle never holds a graph in memory."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with archive.open(name) as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
+        raise BundleError(f"{path}: member {name!r} cannot be read ({err}); the file is damaged") from None
+    return size, digest.hexdigest()
+
+
+def _check_member(path: Path, name: str, data: bytes | tuple[int, str], expected: Member) -> None:
+    size, digest = (len(data), sha256_hex(data)) if isinstance(data, bytes) else data
+    if size != expected.size or digest != expected.sha256:
+        raise BundleError(
+            f"{path}: member {name!r} does not match its sha256 in the manifest "
+            "(corrupted or altered); copy the bundle again or re-export it"
+        )

@@ -84,6 +84,16 @@ class Engine:
         """`min_triplet_score` defaults to the bundle's threshold; evaluation lowers it to see the
         whole precision-recall curve."""
         images, geometry = self.preprocess(frame_bgr)
+        return self.detect_preprocessed(images, geometry, min_triplet_score, max_triplets)
+
+    def detect_preprocessed(
+        self,
+        images: np.ndarray,
+        geometry: Letterbox,
+        min_triplet_score: float | None = None,
+        max_triplets: int = 10,
+    ) -> Detection:
+        """`detect` from an already pre-processed (1, 3, S, S) input (calibration replays these)."""
         out = self.hoi.run({"images": images})
         score = self.min_triplet_score if min_triplet_score is None else min_triplet_score
         return Detection(

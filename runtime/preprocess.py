@@ -81,6 +81,15 @@ class Preprocessor:
 
         The returned array is overwritten by the next call; copy it if it must outlive the frame.
         """
+        canvas, geo = self.letterbox(frame_bgr)
+        return self.normalise(canvas), geo
+
+    def letterbox(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """The first half: frame -> (S, S, 3) uint8 RGB canvas (a reused buffer).
+
+        Calibration stores these canvases (4x smaller than floats) and normalises them later with
+        `normalise`, so its inputs are bit-identical to what the runtime feeds the graph.
+        """
         import cv2
 
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
@@ -95,7 +104,11 @@ class Preprocessor:
         region = self._canvas[geo.pad_y : geo.pad_y + geo.new_h, geo.pad_x : geo.pad_x + geo.new_w]
         resized = cv2.resize(frame_bgr, (geo.new_w, geo.new_h), interpolation=cv2.INTER_LINEAR)
         cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=region)
-        chw = self._canvas.transpose(2, 0, 1)  # (3, S, S) view
+        return self._canvas, geo
+
+    def normalise(self, canvas_rgb: np.ndarray) -> np.ndarray:
+        """The second half: (S, S, 3) uint8 RGB canvas -> (1, 3, S, S) float32 (a reused buffer)."""
+        chw = canvas_rgb.transpose(2, 0, 1)  # (3, S, S) view
         np.multiply(chw, self._gain, out=self._out[0])
         self._out[0] += self._offset
-        return self._out, geo
+        return self._out

@@ -40,14 +40,22 @@ def gt_hois(record: Record) -> list[HOIBox]:
 
 
 def evaluate_engine(
-    engine: Engine, data: DataSet, split: str = "test", progress: bool = True, caption: bool = True
+    engine: Engine,
+    data: DataSet,
+    split: str = "test",
+    progress: bool = True,
+    caption: bool = True,
+    keep_tokens: bool = False,
 ) -> dict[str, Any]:
+    """Metrics of one engine on one split; `keep_tokens` adds each caption's token ids (the INT8
+    gate compares them position by position)."""
     records = data.split(split)
     if not records:
         raise InputError(f"{data.root}: the {split!r} split is empty")
     anomalies = engine.anomalies
     type_scores, type_labels, preds, gts = [], [], [], []
     candidates: list[str] = []
+    tokens: list[list[int]] = []
     references: list[list[str]] = []
     field_f1: dict[str, list[float]] = {f: [] for f in FIELDS}
     detect_s = caption_s = 0.0
@@ -77,6 +85,7 @@ def evaluate_engine(
             explanation = engine.explain(det)
             caption_s += time.perf_counter() - t0
             candidates.append(explanation.fields.total or explanation.text)
+            tokens.append(explanation.tokens)
             references.append([rec.caption["total"]])
             for f in FIELDS:
                 field_f1[f].append(token_f1(getattr(explanation.fields, f), rec.caption[f]))
@@ -108,6 +117,8 @@ def evaluate_engine(
                 ],
             }
         )
+        if keep_tokens:
+            report["caption_tokens"] = tokens
     return report
 
 

@@ -6,9 +6,12 @@ contract is written once and the exporter only reads it.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
+from h2a.export_tools.models.backbone import fold_batch_norms
 from h2a.export_tools.models.caption_model import TAG_BOX_DIMS, CaptionModel
 from h2a.export_tools.models.hoi_encoder import HOIEncoder
 from h2a.runtime.graphs import CAP_ENCODER, DEC_STEP, HOI, GraphSpec
@@ -17,7 +20,8 @@ from h2a.runtime.graphs import CAP_ENCODER, DEC_STEP, HOI, GraphSpec
 class HOIGraph(nn.Module):
     def __init__(self, model: HOIEncoder) -> None:
         super().__init__()
-        self.model = model
+        self.model = copy.deepcopy(model)  # the caller's model keeps its batch norms
+        self.model.backbone = fold_batch_norms(model.backbone)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model(images).as_tuple()

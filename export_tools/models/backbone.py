@@ -7,6 +7,7 @@ Depth and width are configurable so tests can run the same code at a fraction of
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,3 +130,51 @@ class ResNet(nn.Module):
 
 def resnet50(frozen_bn: bool = True) -> ResNet:
     return ResNet((3, 4, 6, 3), 64, frozen_bn)
+
+
+def _fold_into(conv: nn.Module, norm: nn.Module) -> nn.Conv2d:
+    """A conv whose weights and bias include the (frozen or eval-mode) batch norm after it."""
+    if not isinstance(conv, nn.Conv2d) or not isinstance(norm, FrozenBatchNorm2d | nn.BatchNorm2d):
+        raise TypeError(f"cannot fold {type(norm).__name__} into {type(conv).__name__}")
+    stats = (norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    if any(t is None for t in stats):
+        raise TypeError("batch norm without affine parameters or running statistics cannot be folded")
+    weight, bias, mean, var = (torch.as_tensor(t).detach() for t in stats)
+    scale = weight * (var + norm.eps).rsqrt()  # (C,)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        dilation=conv.dilation,  # type: ignore[arg-type]
+        groups=conv.groups,
+        bias=True,
+    )
+    conv_bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(scale)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale[:, None, None, None])
+        fused.bias.copy_(bias + (conv_bias - mean) * scale)  # type: ignore[union-attr]
+    return fused
+
+
+def fold_batch_norms(backbone: ResNet) -> ResNet:
+    """A copy of `backbone` for export with every batch norm folded into the conv before it.
+
+    Frozen BN exports as a Mul and an Add after each Conv. ONNX Runtime folds those in FP32, but
+    after INT8 Q/DQ the Conv output is quantized before the Mul, nothing fuses, and the INT8 graph
+    gets 30% slower; TensorRT has the same problem. Folding once at export fixes both.
+    """
+    fused = copy.deepcopy(backbone).eval()
+    fused.conv1 = _fold_into(fused.conv1, fused.bn1)
+    fused.bn1 = nn.Identity()
+    for module in fused.modules():
+        if isinstance(module, Bottleneck):
+            for i in (1, 2, 3):
+                setattr(
+                    module, f"conv{i}", _fold_into(getattr(module, f"conv{i}"), getattr(module, f"bn{i}"))
+                )
+                setattr(module, f"bn{i}", nn.Identity())
+            if isinstance(module.downsample, nn.Sequential):
+                module.downsample = nn.Sequential(_fold_into(module.downsample[0], module.downsample[1]))
+    return fused

@@ -1,0 +1,228 @@
+"""One graph to INT8 with ONNX Runtime's quantization tools: static Q/DQ or dynamic.
+
+Two flavours, because the two consumers want different graphs:
+- `cpu`: u8 activations and s8 weights (ONNX Runtime's fast path on x86; s8s8 runs 3-4x slower);
+- `tensorrt`: symmetric s8 for both (TensorRT ignores zero points and fuses Q/DQ into the
+  following Conv/MatMul), with Q/DQ only on Conv/Gemm/MatMul inputs, never on residual adds.
+Only Conv/Gemm/MatMul are quantized, and Gemm/MatMul outputs stay float: ONNX Runtime's default
+list also quantizes Add/Mul/Softmax/Concat, which sends the transformer's residual stream through
+uint8 and collapses accuracy (../shared/notes/int8-and-kv-cache.md).
+
+Ranges are computed once per graph (`compute_ranges`) and reused by every quantization the
+sensitivity search tries, so trying a layer group costs a rewrite, not a calibration run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+from h2a.calibration.calib_set import CalibrationError
+from h2a.calibration.traces import Feed
+
+TARGETS = ("cpu", "tensorrt")
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+#: Histogram settings: ONNX Runtime's defaults (128 bins) are too coarse for entropy calibration.
+HISTOGRAM_BINS = 2048
+PERCENTILE = 99.999
+QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")
+CALIBRATION_CHUNK = 4
+#: Ops whose outputs stay float. TensorRT wants Q/DQ only at the inputs of the ops it runs in
+#: INT8 (it fuses the rest itself), so there every quantized op keeps a float output.
+FLOAT_OUTPUT_OP_TYPES = {"cpu": ["Gemm", "MatMul"], "tensorrt": ["Conv", "Gemm", "MatMul"]}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one graph is quantized. `static_ops` get calibrated Q/DQ; `dynamic_ops` get weight-only
+    s8 with activations quantized per call (fast for the transformer parts on CPU; never for Conv,
+    whose ConvInteger kernel is 6-7x slower than FP32 here)."""
+
+    name: str
+    static_ops: tuple[str, ...] = ()
+    dynamic_ops: tuple[str, ...] = ()
+
+
+#: What is tried per target and graph; the search keeps the fastest recipe within budget.
+RECIPES: dict[str, dict[str, list[Recipe]]] = {
+    "cpu": {
+        "hoi": [
+            Recipe("static-qdq-u8s8", static_ops=QUANTIZED_OP_TYPES),
+            Recipe("static-conv-u8s8+dynamic-matmul", static_ops=("Conv",), dynamic_ops=("Gemm", "MatMul")),
+        ],
+        "cap_encoder": [
+            Recipe("dynamic-s8", dynamic_ops=("Gemm", "MatMul")),
+            Recipe("static-qdq-u8s8", static_ops=("Gemm", "MatMul")),
+        ],
+        "dec_step": [
+            Recipe("dynamic-s8", dynamic_ops=("Gemm", "MatMul")),
+            Recipe("static-qdq-u8s8", static_ops=("Gemm", "MatMul")),
+        ],
+    },
+    "tensorrt": {
+        "hoi": [Recipe("static-qdq-s8s8-symmetric", static_ops=QUANTIZED_OP_TYPES)],
+        "cap_encoder": [Recipe("static-qdq-s8s8-symmetric", static_ops=("Gemm", "MatMul"))],
+        "dec_step": [Recipe("static-qdq-s8s8-symmetric", static_ops=("Gemm", "MatMul"))],
+    },
+}
+
+
+class _Feeds(CalibrationDataReader):
+    def __init__(self, feeds: Sequence[Feed], names: set[str]) -> None:
+        self._feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
+        self._i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._i >= len(self._feeds):
+            return None
+        self._i += 1
+        return self._feeds[self._i - 1]
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+
+def inline_shared_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace `Identity(initializer)` nodes with a copy of the initializer.
+
+    The torch exporter shares equal constants (e.g. the all-zero biases of freshly folded convs)
+    and reaches the copies through Identity nodes; a Q/DQ bias behind an Identity stops ONNX
+    Runtime from fusing DQ-Conv-Q into QLinearConv, leaving those convs in float.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            model.graph.initializer.append(copy)
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return model
+
+
+def quantizable_nodes(model: onnx.ModelProto, op_types: Sequence[str]) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type in op_types]
+
+
+class GraphQuantizer:
+    """Holds one FP32 graph, its calibration ranges and a work folder for the tools' files."""
+
+    def __init__(
+        self, model_bytes: bytes, target: str, method: str, workdir: Path, name: str = "graph"
+    ) -> None:
+        if target not in TARGETS:
+            raise CalibrationError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+        if method not in CALIBRATION_METHODS:
+            raise CalibrationError(f"--method {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
+        self.target, self.method, self.name = target, method, name
+        self.workdir = workdir
+        self.model = inline_shared_initializers(onnx.load_from_string(model_bytes))
+        self.fp32_path = workdir / f"{name}.fp32.onnx"
+        onnx.save(self.model, self.fp32_path)
+        self.input_names = {i.name for i in self.model.graph.input}
+        self.ranges_path: Path | None = None
+
+    def compute_ranges(self, feeds: Sequence[Feed]) -> None:
+        """Run the calibrator once over `feeds` (the tensors feeding Conv/Gemm/MatMul)."""
+        if not feeds:
+            raise CalibrationError(f"{self.name}: no calibration inputs were recorded")
+        options: dict[str, object] = {"symmetric": self.target == "tensorrt"}
+        if self.method in ("entropy", "percentile"):
+            options.update(num_bins=HISTOGRAM_BINS, percentile=PERCENTILE)
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            calibrator = create_calibrator(
+                self.fp32_path,
+                list(QUANTIZED_OP_TYPES),
+                augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                calibrate_method=CALIBRATION_METHODS[self.method],
+                extra_options=options,
+            )
+            # In chunks: the calibrator holds every intermediate tensor of a chunk in memory
+            # (ResNet-50 at 512 px: ~0.5 GB per frame) and merges ranges/histograms per call.
+            for start in range(0, len(feeds), CALIBRATION_CHUNK):
+                calibrator.collect_data(_Feeds(feeds[start : start + CALIBRATION_CHUNK], self.input_names))
+            ranges = calibrator.compute_data()
+            del calibrator
+        self.ranges_path = self.workdir / f"{self.name}.{self.method}.ranges.json"
+        save_tensors_data(ranges, self.ranges_path)
+
+    def quantize(self, recipe: Recipe, exclude: Sequence[str] = ()) -> bytes:
+        """The graph quantized by `recipe`, leaving the nodes in `exclude` in float."""
+        path = self.fp32_path
+        if recipe.static_ops:
+            if self.ranges_path is None:
+                raise RuntimeError("compute_ranges must run before a static recipe")
+            out = self.workdir / f"{self.name}.static.onnx"
+            symmetric = self.target == "tensorrt"
+            _quiet(
+                quantize_static,
+                path,
+                out,
+                None,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(recipe.static_ops),
+                per_channel=True,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude),
+                calibrate_method=CALIBRATION_METHODS[self.method],
+                calibration_cache_path=self.ranges_path,
+                extra_options={
+                    "ActivationSymmetric": symmetric,
+                    "WeightSymmetric": True,
+                    "OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OP_TYPES[self.target],
+                    # own Q/DQ per quantized consumer: a residual Add that reads the same tensor
+                    # as a Conv keeps reading the float tensor, not a DQ output
+                    "DedicatedQDQPair": symmetric,
+                },
+            )
+            path = out
+        if recipe.dynamic_ops:
+            out = self.workdir / f"{self.name}.dynamic.onnx"
+            # quantize_dynamic renames the nodes it rewrites (Gemm -> <name>_MatMul); exclusion
+            # works on the names it sees, which are the FP32 names for nodes not yet touched.
+            _quiet(
+                quantize_dynamic,
+                path,
+                out,
+                op_types_to_quantize=list(recipe.dynamic_ops),
+                per_channel=False,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude),
+            )
+            path = out
+        return path.read_bytes()
+
+
+def _quiet(fn: object, *args: object, **kwargs: object) -> None:
+    """ONNX Runtime's tools log a pre-processing hint per call; our progress output says more."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        fn(*args, **kwargs)  # type: ignore[operator]
+    finally:
+        root.setLevel(level)

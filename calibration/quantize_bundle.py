@@ -1,0 +1,142 @@
+"""An FP32 bundle + a calibration set -> the INT8 graphs, their manifest entries and the evidence.
+
+Steps: split the calibration set (every 4th frame held out for measuring), record each graph's
+real inputs with the FP32 engine (`traces`), calibrate ranges once per graph, search recipes and
+float fallbacks per graph (`sensitivity`), then compare whole FP32 and INT8 engines on the
+held-out frames (anomaly probabilities and caption tokens). Writing the bundle is the caller's
+job (`edge-calibrate quantize`), so this module stays free of the export tools.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from h2a.calibration.calib_set import CalibrationError, CalibrationSet
+from h2a.calibration.qdq import RECIPES, GraphQuantizer
+from h2a.calibration.sensitivity import GraphResult, search_graph
+from h2a.calibration.traces import record_feeds
+from h2a.runtime.bundle import Bundle
+from h2a.runtime.engine import Engine
+from h2a.runtime.manifest import GraphEntry, Manifest
+from h2a.runtime.preprocess import letterbox_geometry
+
+GRAPHS = ("hoi", "cap_encoder", "dec_step")
+#: Default output-error budgets (mean relative L2 of the worst output on held-out inputs). The
+#: CNN tolerates more than the decoder, whose errors compound over the caption's steps.
+DEFAULT_BUDGETS = {"hoi": 0.10, "cap_encoder": 0.05, "dec_step": 0.05}
+HELD_OUT_EVERY = 4
+MIN_FRAMES = 8
+#: Keep every k-th decoder step as a calibration input (bounds memory; positions still vary).
+STEP_STRIDE = 2
+
+
+@dataclass
+class QuantizedBundle:
+    manifest: Manifest
+    graphs: dict[str, bytes]  # member path -> graph bytes, for every graph (INT8 or unchanged FP32)
+    results: dict[str, GraphResult]
+
+    def failed(self) -> list[str]:
+        return [name for name, r in self.results.items() if r.chosen is None]
+
+
+def quantize_graphs(
+    bundle: Bundle,
+    calib: CalibrationSet,
+    target: str,
+    method: str,
+    budgets: dict[str, float] | None = None,
+    say: Callable[[str], None] = print,
+) -> QuantizedBundle:
+    m = bundle.manifest
+    if m.backend != "onnxruntime" or any(g.precision != "fp32" for g in m.graphs.values()):
+        raise CalibrationError(f"{bundle.path}: quantize needs an FP32 ONNX bundle (from edge-export)")
+    if len(calib) < MIN_FRAMES:
+        raise CalibrationError(f"the calibration set has {len(calib)} frames; collect at least {MIN_FRAMES}")
+    budgets = {**DEFAULT_BUDGETS, **(budgets or {})}
+    cal, held = calib.split(HELD_OUT_EVERY)
+    engine = Engine(bundle)
+    say(f"recording graph inputs on {len(cal)} calibration + {len(held)} held-out frames ...")
+    feeds = record_feeds(engine, cal, STEP_STRIDE)
+    held_feeds = record_feeds(engine, held, STEP_STRIDE)
+    results: dict[str, GraphResult] = {}
+    graphs: dict[str, bytes] = {}
+    entries: dict[str, GraphEntry] = {}
+    with tempfile.TemporaryDirectory(prefix="h2a-quant-") as tmp:
+        for name in GRAPHS:
+            quantizer = GraphQuantizer(bundle.graph_bytes(name), target, method, Path(tmp), name)
+            recipes = RECIPES[target][name]
+            if any(r.static_ops for r in recipes):
+                say(f"{name}: calibrating ranges ({method}) on {len(feeds[name])} inputs ...")
+                quantizer.compute_ranges(feeds[name])
+            result = search_graph(quantizer, recipes, held_feeds[name], budgets[name], say=say)
+            results[name] = result
+            member = m.graphs[name].member
+            if result.chosen is None or result.model is None:
+                graphs[member] = bundle.graph_bytes(name)
+                entries[name] = m.graphs[name]
+                continue
+            chosen = result.chosen
+            label = chosen.recipe + (f"; float: {', '.join(chosen.kept_float)}" if chosen.kept_float else "")
+            graphs[member] = result.model
+            entries[name] = GraphEntry(
+                member=member,
+                precision="int8",
+                quantization=label,
+                accuracy_delta={"output_relative_error": chosen.error},
+            )
+    provenance = {
+        **m.provenance,
+        "calibration": {
+            "target": target,
+            "method": method,
+            "calibration_set_sha256": calib.sha256,
+            "frames": len(cal),
+            "held_out_frames": len(held),
+            "graphs": {name: r.summary() for name, r in results.items()},
+        },
+    }
+    manifest = dataclasses.replace(m, graphs=entries, provenance=provenance, members={})
+    return QuantizedBundle(manifest, graphs, results)
+
+
+def compare_engines(fp32: Engine, int8: Engine, held: CalibrationSet) -> dict[str, Any]:
+    """Whole-model deltas on held-out frames: anomaly probabilities and caption tokens."""
+    size = fp32.manifest.preprocess.input_size
+    geometry = letterbox_geometry(size, size, size)
+    m = fp32.manifest
+    prob_deltas, agree, total = [], 0, 0
+    for images in held.images(m.preprocess.mean, m.preprocess.std):
+        a = fp32.detect_preprocessed(images, geometry)
+        b = int8.detect_preprocessed(images, geometry)
+        prob_deltas.append(max(abs(a.anomaly[k] - b.anomaly[k]) for k in a.anomaly))
+        # Both decoders caption the same (FP32) detection, so this isolates the caption graphs.
+        b_on_a = dataclasses.replace(a, image_tokens=b.image_tokens)
+        ta, tb = fp32.explain(a).tokens, int8.explain(b_on_a).tokens
+        agree += sum(x == y for x, y in zip(ta, tb, strict=False))
+        total += max(len(ta), len(tb), 1)
+    return {
+        "frames": len(held),
+        "anomaly_prob_max_delta": float(np.max(prob_deltas)),
+        "anomaly_prob_mean_delta": float(np.mean(prob_deltas)),
+        "caption_token_agreement": agree / total,
+    }
+
+
+def graph_output_errors(fp32: Bundle, int8: Bundle, frames_bgr: list[np.ndarray]) -> dict[str, float]:
+    """Output error of the INT8 `hoi` graph against FP32 on given frames (e.g. labelled images
+    the calibration never saw): the direct symptom of ranges fitted to the wrong frames."""
+    from h2a.calibration.sensitivity import output_error, session
+    from h2a.runtime.preprocess import Preprocessor
+
+    p = fp32.manifest.preprocess
+    pre = Preprocessor(p.input_size, tuple(p.mean), tuple(p.std), p.pad_value)
+    feeds = [{"images": pre(frame)[0].copy()} for frame in frames_bgr]
+    return {"hoi": output_error(session(fp32.graph_bytes("hoi")), session(int8.graph_bytes("hoi")), feeds)}

@@ -1,0 +1,176 @@
+"""Per-graph INT8 search: which recipe, and which layer groups must stay in float.
+
+Post-training INT8 is known to break transformers in a few places (attention products, the
+layers before LayerNorm/softmax, the LM head), and which ones depends on the weights. So it is
+measured, not assumed: each recipe quantizes the whole graph; if the output error on held-out
+inputs is over budget, every layer group is quantized alone to rank the groups by the error they
+cause, and the worst are left in float, one at a time, until the error fits. Among the recipes
+that fit, the fastest (measured here, in this run) wins; when none fits, the graph stays FP32
+and the result says what was tried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from h2a.calibration.qdq import QUANTIZED_OP_TYPES, GraphQuantizer, Recipe, quantizable_nodes
+from h2a.calibration.traces import Feed
+
+#: Matrix products between two activations (attention scores, pointer logits) have no module
+#: path in the exported names; they form one group.
+ACTIVATION_PRODUCTS = "attention-products"
+
+
+def group_of(node_name: str) -> str:
+    """Layer group of an exported node: '/model/backbone/layer2/layer2.1/conv1/Conv' ->
+    'backbone.layer2'; '/model/transformer/encoder/layers.0/ff/..' -> 'transformer.encoder.layers.0'."""
+    parts = [p for p in node_name.split("/") if p][:-1]
+    if parts and parts[0] == "model":
+        parts = parts[1:]
+    if not parts:
+        return ACTIVATION_PRODUCTS
+    depth = 2 if parts[0] == "backbone" else 3
+    return ".".join(parts[:depth])
+
+
+def node_groups(model: onnx.ModelProto, op_types: Sequence[str] = QUANTIZED_OP_TYPES) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for name in quantizable_nodes(model, op_types):
+        groups.setdefault(group_of(name), []).append(name)
+    return groups
+
+
+def session(model: bytes, threads: int = 0) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _inputs(sess: ort.InferenceSession, feed: Feed) -> Feed:
+    names = {i.name for i in sess.get_inputs()}
+    return {k: v for k, v in feed.items() if k in names}
+
+
+def output_error(
+    reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: Sequence[Feed]
+) -> float:
+    """Mean over inputs of the worst output's relative L2 error ||q - f|| / ||f||."""
+    errors = []
+    for feed in feeds:
+        f = _inputs(reference, feed)
+        ref, got = reference.run(None, f), candidate.run(None, f)
+        errors.append(
+            max(
+                float(np.linalg.norm(g - r) / (np.linalg.norm(r) + 1e-12))
+                for r, g in zip(ref, got, strict=True)
+            )
+        )
+    return float(np.mean(errors))
+
+
+def latency_ms(sess: ort.InferenceSession, feed: Feed, repeats: int) -> float:
+    f = _inputs(sess, feed)
+    sess.run(None, f)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, f)
+        times.append(time.perf_counter() - t0)
+    return median(times) * 1000
+
+
+@dataclass
+class Attempt:
+    recipe: str
+    error: float
+    kept_float: list[str]
+    latency_ms: float | None = None
+    within_budget: bool = False
+
+
+@dataclass
+class GraphResult:
+    graph: str
+    budget: float
+    fp32_ms: float
+    chosen: Attempt | None  # None: the graph stays FP32
+    model: bytes | None
+    attempts: list[Attempt] = field(default_factory=list)
+    group_errors: dict[str, dict[str, float]] = field(default_factory=dict)  # recipe -> group -> error
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "graph": self.graph,
+            "budget": self.budget,
+            "fp32_ms": self.fp32_ms,
+            "chosen": None if self.chosen is None else vars(self.chosen),
+            "attempts": [vars(a) for a in self.attempts],
+            "group_errors": self.group_errors,
+        }
+
+
+def search_graph(
+    quantizer: GraphQuantizer,
+    recipes: Sequence[Recipe],
+    held_out: Sequence[Feed],
+    budget: float,
+    repeats: int = 10,
+    say: Callable[[str], None] = lambda _: None,
+) -> GraphResult:
+    reference = session(quantizer.fp32_path.read_bytes())
+    fp32_ms = latency_ms(reference, held_out[0], repeats)
+    result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
+    best: tuple[float, Attempt, bytes] | None = None
+    for recipe in recipes:
+        ops = tuple(dict.fromkeys(recipe.static_ops + recipe.dynamic_ops))
+        groups = node_groups(quantizer.model, ops)
+        model = quantizer.quantize(recipe)
+        error = output_error(reference, session(model), held_out)
+        kept: list[str] = []
+        say(f"{quantizer.name} {recipe.name}: error {error:.4f} (budget {budget})")
+        if error > budget and len(groups) > 1:
+            ranked = _rank_groups(quantizer, recipe, groups, reference, held_out)
+            result.group_errors[recipe.name] = ranked
+            for group in sorted(ranked, key=ranked.__getitem__, reverse=True)[:-1]:
+                kept.append(group)
+                model = quantizer.quantize(recipe, [n for g in kept for n in groups[g]])
+                error = output_error(reference, session(model), held_out)
+                say(f"  + keep {group} in float: error {error:.4f}")
+                if error <= budget:
+                    break
+        attempt = Attempt(recipe.name, error, kept, within_budget=error <= budget)
+        result.attempts.append(attempt)
+        if attempt.within_budget:
+            attempt.latency_ms = latency_ms(session(model), held_out[0], repeats)
+            say(f"  {attempt.latency_ms:.2f} ms vs FP32 {fp32_ms:.2f} ms")
+            if best is None or attempt.latency_ms < best[0]:
+                best = (attempt.latency_ms, attempt, model)
+    if best is not None:
+        result.chosen, result.model = best[1], best[2]
+    return result
+
+
+def _rank_groups(
+    quantizer: GraphQuantizer,
+    recipe: Recipe,
+    groups: dict[str, list[str]],
+    reference: ort.InferenceSession,
+    held_out: Sequence[Feed],
+) -> dict[str, float]:
+    """Error caused by quantizing each group alone (everything else float)."""
+    everything = [n for names in groups.values() for n in names]
+    errors = {}
+    for group, names in groups.items():
+        only = set(names)
+        model = quantizer.quantize(recipe, [n for n in everything if n not in only])
+        errors[group] = output_error(reference, session(model), held_out)
+    return errors

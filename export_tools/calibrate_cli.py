@@ -1,0 +1,241 @@
+"""`edge-calibrate collect | quantize | report`: INT8 bundles from an FP32 bundle, with a gate.
+
+    edge-calibrate collect (--images DIR | --source VIDEO | --camera N) --frames N --out calib.npz
+    edge-calibrate quantize --engine fp32.plan --calib calib.npz --target cpu|tensorrt --out int8.plan
+    edge-calibrate report --fp32 A.plan --int8 B.plan --data DIR [--json FILE]
+
+`collect` runs anywhere OpenCV does (on site, on the device). `quantize` writes the INT8 bundle
+only when every graph fits its error budget on held-out frames. `report` is the accuracy gate on
+labelled data: within budget, the measured deltas are written into the INT8 bundle's manifest;
+over budget, the bundle is renamed `*.rejected` so it cannot be deployed by mistake.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+from tqdm import tqdm
+
+from h2a.calibration import calib_set
+from h2a.calibration.gate import Budget, judge, token_agreement
+from h2a.calibration.qdq import CALIBRATION_METHODS, TARGETS
+from h2a.calibration.quantize_bundle import (
+    DEFAULT_BUDGETS,
+    GRAPHS,
+    compare_engines,
+    graph_output_errors,
+    quantize_graphs,
+)
+from h2a.export_tools.export.bundle_writer import write_bundle
+from h2a.runtime.bundle import Bundle, load_bundle
+from h2a.runtime.engine import Engine
+from h2a.runtime.errors import H2AError, InputError
+from h2a.runtime.preprocess import PAD_VALUE
+
+DEFAULT_SIZE = 512
+#: Labelled images on which the gate also compares the INT8 `hoi` graph's raw outputs with FP32.
+GRAPH_CHECK_IMAGES = 50
+
+
+class GateFailed(H2AError):
+    exit_code = 1
+
+
+def cmd_collect(args: argparse.Namespace) -> None:
+    size, pad = args.size, PAD_VALUE
+    if args.engine:
+        manifest = load_bundle(args.engine, require_backend=False).manifest
+        size, pad = manifest.preprocess.input_size, manifest.preprocess.pad_value
+    if args.images:
+        frames = calib_set.image_folder_frames(args.images, args.frames)
+    elif args.source:
+        frames = calib_set.video_frames(args.source, args.frames)
+    else:
+        frames = calib_set.camera_frames(args.camera, args.frames, args.interval)
+    bar = tqdm(desc="collect candidates", unit="frame", disable=args.quiet)
+    calib, dropped = calib_set.collect(
+        frames, args.frames, size, pad, args.dedupe_level, lambda n: bar.update(1)
+    )
+    bar.close()
+    calib_set.save(calib, args.out)
+    print(
+        f"wrote {args.out}: {len(calib)} frames at {size} px ({dropped} near-duplicates dropped), "
+        f"sha256 {calib.sha256[:16]}"
+    )
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    bundle = load_bundle(args.engine)
+    calib = calib_set.load(args.calib)
+    budgets = {g: getattr(args, f"budget_{g}") for g in GRAPHS}
+    say = (lambda _: None) if args.quiet else (lambda line: tqdm.write(line))
+    q = quantize_graphs(bundle, calib, args.target, args.method, budgets, say)
+    failed = q.failed()
+    if failed and not args.allow_fp32_fallback:
+        tried = "; ".join(
+            f"{g}: " + ", ".join(f"{a.recipe} error {a.error:.3f}" for a in q.results[g].attempts)
+            for g in failed
+        )
+        raise GateFailed(
+            f"no INT8 recipe fits the budget for {', '.join(failed)} ({tried}); bundle not written. "
+            "Collect more representative frames, raise --budget-<graph>, or pass --allow-fp32-fallback"
+        )
+    members = {**q.graphs, bundle.manifest.tokenizer: bundle.member(bundle.manifest.tokenizer)}
+    manifest = write_bundle(args.out, q.manifest, members)
+    _, held = calib.split(4)
+    held_out = compare_engines(Engine(bundle), Engine(load_bundle(args.out)), held)
+    calibration = {**manifest.provenance["calibration"], "held_out": held_out}
+    manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "calibration": calibration})
+    write_bundle(args.out, manifest, members)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, target {args.target}, {args.method})")
+    for name in GRAPHS:
+        r = q.results[name]
+        if r.chosen is None:
+            print(f"  {name:<12} FP32 (no recipe within budget {r.budget})")
+        else:
+            c = r.chosen
+            kept = f", float: {', '.join(c.kept_float)}" if c.kept_float else ""
+            print(
+                f"  {name:<12} {c.recipe}{kept}: error {c.error:.4f}, "
+                f"{c.latency_ms:.2f} ms vs FP32 {r.fp32_ms:.2f} ms"
+            )
+    print(
+        f"  held-out frames: anomaly probability max delta {held_out['anomaly_prob_max_delta']:.4f}, "
+        f"caption token agreement {held_out['caption_token_agreement']:.1%}"
+    )
+    if args.target == "tensorrt":
+        print("  (Q/DQ ONNX for TensorRT: build engines on the device with edge-export --backend tensorrt)")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from h2a.export_tools.data.annotations import read_iad
+    from h2a.export_tools.evaluation.evaluate import evaluate_engine, markdown
+
+    data = read_iad(args.data)
+    reports: dict[str, dict[str, Any]] = {}
+    for label, path in (("fp32", args.fp32), ("int8", args.int8)):
+        reports[label] = evaluate_engine(
+            Engine(load_bundle(path)), data, args.split, not args.quiet, True, True
+        )
+    agreement = token_agreement(
+        reports["fp32"].pop("caption_tokens", []), reports["int8"].pop("caption_tokens", [])
+    )
+    budget = Budget(args.max_auc_drop, args.max_map_drop, args.min_token_agreement)
+    int8 = load_bundle(args.int8)
+    records = data.split(args.split)[:GRAPH_CHECK_IMAGES]
+    frames = [f for f in (cv2.imread(str(r.file), cv2.IMREAD_COLOR) for r in records) if f is not None]
+    errors = graph_output_errors(load_bundle(args.fp32), int8, frames)
+    graph_errors = {"hoi": (errors["hoi"], _hoi_budget(int8))}
+    verdict = judge(reports["fp32"], reports["int8"], agreement, budget, graph_errors)
+    table = markdown(reports) + f"\n| caption_token_agreement | - | {agreement:.4f} | |"
+    print(table)
+    result = {"reports": reports, "budget": vars(budget), **dataclasses.asdict(verdict)}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    if not verdict.passed:
+        rejected = args.int8.with_name(args.int8.name + ".rejected")
+        args.int8.replace(rejected)
+        graphs = (int8.manifest.provenance.get("calibration") or {}).get("graphs", {})
+        tried = "; ".join(
+            f"{g}: " + ", ".join(f"{a['recipe']} (error {a['error']:.3f})" for a in r.get("attempts", []))
+            for g, r in graphs.items()
+        )
+        raise GateFailed(
+            f"INT8 bundle refused: {'; '.join(verdict.failures)}. Tried: {tried}. Moved to {rejected}"
+        )
+    gate = {
+        "passed": True,
+        "data": str(args.data),
+        "split": args.split,
+        "deltas": verdict.deltas,
+        "budget": vars(budget),
+    }
+    manifest = dataclasses.replace(
+        int8.manifest, provenance={**int8.manifest.provenance, "accuracy_gate": gate}
+    )
+    members = {name: int8.member(name) for name in int8.manifest.members}
+    write_bundle(args.int8, manifest, members)
+    print(f"gate passed: deltas written into {args.int8}'s manifest")
+
+
+def _hoi_budget(bundle: Bundle) -> float:
+    graphs = (bundle.manifest.provenance.get("calibration") or {}).get("graphs", {})
+    return float(graphs.get("hoi", {}).get("budget", DEFAULT_BUDGETS["hoi"]))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-calibrate", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect", help="representative frames -> calib.npz")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", type=Path, help="a folder of images (searched recursively)")
+    src.add_argument("--source", type=Path, help="a video file")
+    src.add_argument("--camera", type=int, help="a camera index (on site)")
+    c.add_argument("--frames", type=int, required=True, help="frames to keep")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--engine", type=Path, help="take input size and padding from this bundle")
+    c.add_argument(
+        "--size", type=int, default=DEFAULT_SIZE, help=f"input size without --engine ({DEFAULT_SIZE})"
+    )
+    c.add_argument("--interval", type=float, default=0.5, help="seconds between camera frames (0.5)")
+    c.add_argument(
+        "--dedupe-level", type=float, default=calib_set.DEDUPE_LEVEL, help="near-duplicate threshold (0-255)"
+    )
+    q = sub.add_parser("quantize", help="FP32 bundle + calib.npz -> INT8 bundle")
+    q.add_argument("--engine", type=Path, required=True, help="the FP32 bundle")
+    q.add_argument("--calib", type=Path, required=True)
+    q.add_argument("--target", choices=TARGETS, required=True)
+    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--method", choices=tuple(CALIBRATION_METHODS), default="minmax")
+    for g in GRAPHS:
+        q.add_argument(
+            f"--budget-{g.replace('_', '-')}",
+            dest=f"budget_{g}",
+            type=float,
+            default=DEFAULT_BUDGETS[g],
+            help=f"output error budget of {g} ({DEFAULT_BUDGETS[g]})",
+        )
+    q.add_argument("--allow-fp32-fallback", action="store_true", help="keep over-budget graphs in FP32")
+    r = sub.add_parser("report", help="FP32 vs INT8 on labelled data; the accuracy gate")
+    r.add_argument("--fp32", type=Path, required=True)
+    r.add_argument("--int8", type=Path, required=True)
+    r.add_argument("--data", type=Path, required=True, help="IAD-Hoi data set folder")
+    r.add_argument("--split", default="test", choices=("train", "val", "test"))
+    r.add_argument("--json", type=Path)
+    r.add_argument("--markdown", type=Path)
+    budget = Budget()
+    r.add_argument("--max-auc-drop", type=float, default=budget.auc_drop)
+    r.add_argument("--max-map-drop", type=float, default=budget.map_drop)
+    r.add_argument("--min-token-agreement", type=float, default=budget.token_agreement)
+    for s in (c, q, r):
+        s.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "frames", 1) < 1:
+        print("edge-calibrate: error: --frames must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        {"collect": cmd_collect, "quantize": cmd_quantize, "report": cmd_report}[args.command](args)
+    except H2AError as err:
+        print(f"edge-calibrate: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        print(f"edge-calibrate: error: {InputError(str(err))}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""INT8: calibration set, Q/DQ graphs, the accuracy gate, the legacy calibrator's cache, BN folding.
+
+Real computations throughout: frames written with OpenCV, graphs quantized by ONNX Runtime's
+tools and run by ONNX Runtime, bundles read back through the runtime's checks.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from h2a.calibration import calib_set
+from h2a.calibration.gate import Budget, judge, token_agreement
+from h2a.calibration.legacy_calibrator import CalibrationCache, CalibrationFeeder, cache_name
+from h2a.calibration.sensitivity import group_of
+from h2a.export_tools.models.backbone import FrozenBatchNorm2d, ResNet, fold_batch_norms
+from h2a.runtime.bundle import load_bundle
+from h2a.runtime.engine import Engine
+from tests.conftest import run_cli
+
+
+def _textured(seed: int, size: tuple[int, int] = (160, 120)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    return cv2.resize(small, size, interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("calib") / "ds"
+    result = run_cli(
+        "h2a.export_tools.data.generate", "--out", str(out), "--count", "200", "--seed", "3", "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def calib_npz(dataset: Path, tiny_bundle: Path) -> Path:
+    out = dataset.parent / "calib.npz"
+    result = run_cli(
+        "h2a.export_tools.calibrate_cli", "collect", "--images", str(dataset / "images"),
+        "--frames", "24", "--engine", str(tiny_bundle), "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _quantize(tiny_bundle: Path, calib: Path, out: Path, target: str = "cpu") -> None:
+    result = run_cli(
+        "h2a.export_tools.calibrate_cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib),
+        "--target", target, "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_collect_is_deterministic_spreads_and_drops_duplicates(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), _textured(i))
+    for i in range(6):  # exact and near-exact copies (one level of noise)
+        cv2.imwrite(
+            str(folder / f"dup{i}.png"), np.clip(_textured(i).astype(int) + 1, 0, 255).astype(np.uint8)
+        )
+    runs = [calib_set.collect(calib_set.image_folder_frames(folder, 30), 30, 64) for _ in range(2)]
+    (a, dropped), (b, _) = runs
+    assert dropped == 6 and len(a) == 12
+    assert a.sha256 == b.sha256 and a.origins == b.origins
+    few, _ = calib_set.collect(calib_set.image_folder_frames(folder, 4), 4, 64)
+    assert len(few) == 4 and len(set(few.origins)) == 4
+
+
+def test_collect_from_video_skips_a_frozen_scene(tmp_path: Path) -> None:
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (160, 120))
+    for i in range(60):
+        writer.write(_textured(i // 20))  # three scenes, each held for 20 frames
+    writer.release()
+    calib, dropped = calib_set.collect(calib_set.video_frames(video, 10), 10, 64)
+    assert len(calib) == 3 and dropped > 0
+
+
+def test_calibration_set_round_trip_and_tamper_refusal(tmp_path: Path) -> None:
+    canvases = np.stack([cv2.resize(_textured(i), (64, 64)) for i in range(5)])
+    calib = calib_set.CalibrationSet(
+        canvases, [f"f{i}" for i in range(5)], 114, calib_set.frames_sha256(canvases)
+    )
+    path = tmp_path / "c.npz"
+    calib_set.save(calib, path)
+    back = calib_set.load(path)
+    assert back.sha256 == calib.sha256 and np.array_equal(back.canvases, canvases)
+    with np.load(path) as data:
+        fields = dict(data)
+    fields["canvases"] = fields["canvases"].copy()
+    fields["canvases"][0, 0, 0, 0] ^= 1
+    np.savez(path, **fields)
+    with pytest.raises(calib_set.CalibrationError, match="sha256"):
+        calib_set.load(path)
+    path.write_bytes(b"not an npz")
+    with pytest.raises(calib_set.CalibrationError, match="unreadable"):
+        calib_set.load(path)
+
+
+def test_normalised_calibration_frames_equal_the_runtime_input(calib_npz: Path, tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    p = bundle.manifest.preprocess
+    calib = calib_set.load(calib_npz)
+    first = next(calib.images(p.mean, p.std))
+    canvas = calib.canvases[0]  # RGB; the runtime reads BGR frames
+    frame = np.ascontiguousarray(canvas[:, :, ::-1])
+    runtime_input, _ = Engine(bundle).preprocess(frame)
+    np.testing.assert_array_equal(first, runtime_input)
+
+
+def test_cpu_int8_bundle_loads_and_fits_its_budgets(
+    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "int8.plan"
+    _quantize(tiny_bundle, calib_npz, out)
+    bundle = load_bundle(out)
+    calibration = bundle.manifest.provenance["calibration"]
+    assert calibration["target"] == "cpu" and calibration["calibration_set_sha256"]
+    for name, graph in bundle.manifest.graphs.items():
+        assert graph.precision == "int8", name
+        assert graph.accuracy_delta is not None
+        assert graph.accuracy_delta["output_relative_error"] <= calibration["graphs"][name]["budget"]
+        model = onnx.load_from_string(bundle.graph_bytes(name))
+        ops = {n.op_type for n in model.graph.node}
+        assert ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"}, name
+    assert calibration["held_out"]["caption_token_agreement"] >= 0.9
+    with zipfile.ZipFile(out) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert set(manifest["members"]) == {g["member"] for g in manifest["graphs"].values()} | {"tokenizer.json"}
+    engine = Engine(bundle)
+    det = engine.detect(_textured(1, (320, 240)))
+    assert set(det.anomaly) == set(bundle.manifest.labels.anomalies)
+    assert engine.explain(det).tokens is not None
+
+
+def test_tensorrt_flavour_is_symmetric_s8_on_conv_and_matmul_only(
+    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "trt-qdq.plan"
+    _quantize(tiny_bundle, calib_npz, out, target="tensorrt")
+    bundle = load_bundle(out)
+    model = onnx.load_from_string(bundle.graph_bytes("hoi"))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    quantize_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantize_nodes
+    for node in quantize_nodes:
+        zero_point = inits[node.input[2]]
+        assert zero_point.dtype == np.int8 and not zero_point.any()  # symmetric s8
+    producers = {out: n for n in model.graph.node for out in n.output}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear":  # every Q/DQ pair exists for a Conv/Gemm/MatMul input
+            assert consumers[node.output[0]] & {"Conv", "Gemm", "MatMul"}, node.name
+        if node.op_type == "Add" and "/backbone/" in node.name:  # residual adds stay float
+            assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers)
+
+
+def test_gate_refuses_a_bundle_calibrated_on_constant_frames(
+    dataset: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    canvases = np.full((16, 192, 192, 3), 128, np.uint8)
+    const = calib_set.CalibrationSet(canvases, ["grey"] * 16, 114, calib_set.frames_sha256(canvases))
+    calib_set.save(const, tmp_path / "const.npz")
+    broken = tmp_path / "broken.plan"
+    _quantize(tiny_bundle, tmp_path / "const.npz", broken)  # held-out frames are grey too: it passes here
+    report = tmp_path / "report.json"
+    result = run_cli(
+        "h2a.export_tools.calibrate_cli", "report", "--fp32", str(tiny_bundle), "--int8", str(broken),
+        "--data", str(dataset), "--json", str(report), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "INT8 bundle refused" in last and "hoi output error" in last and "Tried: hoi:" in last
+    assert not broken.exists() and broken.with_name("broken.plan.rejected").exists()
+    assert json.loads(report.read_text())["passed"] is False
+
+
+def test_gate_on_hand_made_reports() -> None:
+    fp32 = {"anomaly_auc": 0.96, "anomaly_type_map": 0.93}
+    ok = judge(fp32, {"anomaly_auc": 0.955, "anomaly_type_map": 0.92}, 0.95, Budget())
+    assert ok.passed and ok.deltas["anomaly_auc"] == pytest.approx(-0.005)
+    bad = judge(fp32, {"anomaly_auc": 0.94, "anomaly_type_map": 0.93}, 0.85, Budget(), {"hoi": (0.2, 0.1)})
+    assert not bad.passed and len(bad.failures) == 3
+    assert judge({"anomaly_auc": float("nan")}, {"anomaly_auc": float("nan")}, None, Budget()).passed is False
+    assert token_agreement([[1, 2, 3], [4]], [[1, 2, 9], [4, 5]]) == pytest.approx(3 / 5)
+
+
+def test_sensitivity_groups_follow_module_paths() -> None:
+    assert group_of("/model/backbone/layer2/layer2.1/conv1/Conv") == "backbone.layer2"
+    assert group_of("/model/transformer/encoder/layers.0/ff/MatMul") == "transformer.encoder.layers.0"
+    assert group_of("/MatMul_6") == "attention-products"
+
+
+def test_legacy_calibrator_batches_and_cache_round_trip(calib_npz: Path, tmp_path: Path) -> None:
+    calib = calib_set.load(calib_npz)
+    feeder = CalibrationFeeder(calib, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25], batch_size=5)
+    batches = []
+    while (batch := feeder.next_batch()) is not None:
+        batches.append(batch)
+    assert len(batches) == len(calib) // 5 and batches[0].shape == (5, 3, 192, 192)
+    assert np.allclose(batches[0][0], (calib.canvases[0].transpose(2, 0, 1) / 255 - 0.5) / 0.25, atol=1e-5)
+    cache = CalibrationCache(tmp_path, "hoi", "8.5.2", (8, 7))
+    assert (
+        cache.read() is None
+        and cache.path.name == cache_name("hoi", "8.5.2", (8, 7)) == "hoi.trt8.5.2.sm87.calib"
+    )
+    table = b"TRT-8502-EntropyCalibration2\nimages: 3c010a14\n"
+    cache.write(table)
+    assert (
+        CalibrationCache(tmp_path, "hoi", "8.5.2", (8, 7)).read() == table
+    )  # second build: no frames needed
+    assert CalibrationCache(tmp_path, "hoi", "8.6.1", (8, 7)).read() is None  # another TensorRT: recalibrate
+
+
+def test_folded_batch_norms_match_the_original_backbone() -> None:
+    torch.manual_seed(0)
+    net = ResNet((1, 1, 1, 1), width=8).eval()
+    for m in net.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_()
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    images = torch.randn(2, 3, 64, 64)
+    fused = fold_batch_norms(net)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fused.modules())
+    torch.testing.assert_close(fused(images), net(images), rtol=1e-4, atol=1e-4)
