@@ -202,7 +202,7 @@ def test_gate_on_hand_made_reports() -> None:
 
 def test_sensitivity_groups_follow_module_paths() -> None:
     assert group_of("/model/backbone/layer2/layer2.1/conv1/Conv") == "backbone.layer2"
-    assert group_of("/model/transformer/encoder/layers.0/ff/MatMul") == "transformer.encoder.layers.0"
+    assert group_of("/model/inst_decoder/layers.0/cross_attn/MatMul") == "inst_decoder.layers.0"
     assert group_of("/MatMul_6") == "attention-products"
 
 
