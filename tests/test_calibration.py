@@ -120,11 +120,15 @@ def test_normalised_calibration_frames_equal_the_runtime_input(calib_npz: Path, 
     np.testing.assert_array_equal(first, runtime_input)
 
 
-def test_cpu_int8_bundle_loads_and_fits_its_budgets(
-    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "int8.plan"
+@pytest.fixture(scope="module")
+def cpu_int8(calib_npz: Path, tiny_bundle: Path) -> Path:
+    out = calib_npz.parent / "int8.plan"
     _quantize(tiny_bundle, calib_npz, out)
+    return out
+
+
+def test_cpu_int8_bundle_loads_and_fits_its_budgets(cpu_int8: Path) -> None:
+    out = cpu_int8
     bundle = load_bundle(out)
     calibration = bundle.manifest.provenance["calibration"]
     assert calibration["target"] == "cpu" and calibration["calibration_set_sha256"]
@@ -240,3 +244,18 @@ def test_folded_batch_norms_match_the_original_backbone() -> None:
     fused = fold_batch_norms(net)
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in fused.modules())
     torch.testing.assert_close(fused(images), net(images), rtol=1e-4, atol=1e-4)
+
+
+def test_edge_bench_compares_int8_with_fp32(cpu_int8: Path, tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run_cli(
+        "h2a.edge.bench", "--engine", str(tiny_bundle), "--int8", str(cpu_int8), "--frames", "10",
+        "--repeats", "2", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    int8 = json.loads(out.read_text())["int8"]
+    for key in ("hoi", "dec_step", "anomalous_frame"):
+        assert int8[key]["fp32_ms"] > 0 and int8[key]["int8_ms"] > 0
+        assert int8[key]["speedup"] == pytest.approx(int8[key]["fp32_ms"] / int8[key]["int8_ms"])
+    assert set(int8["precision"].values()) == {"int8"}
+    assert "anomalous frame" in result.stdout

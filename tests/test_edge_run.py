@@ -269,4 +269,5 @@ def test_edge_bench_runs_and_writes_its_ratios(tiny_bundle: Path, tmp_path: Path
     report = json.loads(out.read_text())
     assert report["caption"]["kv_speedup"] > 1.0  # recomputing the prefix is never faster
     assert report["pipeline"]["frames"] == 20 and report["pipeline"]["captions"] >= 1
+    assert report["edge_run_peak_rss_mb"] > 50  # measured on a real edge-run child process
     assert "KV cache vs recompute" in result.stdout

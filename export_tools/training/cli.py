@@ -7,6 +7,7 @@ Multi-GPU desktops: `torchrun --nproc_per_node N -m h2a.export_tools.training.cl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="hoi: torchvision ResNet-50 state dict, e.g. resnet50-0676ba61.pth (base preset)",
     )
+    p.add_argument("--teacher-epochs", type=int, help="distill: epochs of the teacher (default: --epochs)")
     p.add_argument("--alpha", type=float, default=0.5, help="distill: weight of the KL term")
     p.add_argument("--temperature", type=float, default=2.0, help="distill: softmax temperature")
     p.add_argument("--quiet", action="store_true")
@@ -106,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             cfg = train_config(args, _preset(args))
+            teacher_cfg = dataclasses.replace(cfg, epochs=args.teacher_epochs or cfg.epochs)
             ckpt = stages.train_distill(
-                args.data, args.out, cfg, cfg, args.mix, args.alpha, args.temperature, progress
+                args.data, args.out, cfg, teacher_cfg, args.mix, args.alpha, args.temperature, progress
             )
     except H2AError as err:
         print(f"edge-train: error: {err}", file=sys.stderr)
