@@ -134,7 +134,7 @@ def search_graph(
     result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
     best: tuple[float, Attempt, bytes] | None = None
     for recipe in recipes:
-        ops = tuple(dict.fromkeys(recipe.static_ops + recipe.dynamic_ops))
+        ops = recipe.op_types
         groups = node_groups(quantizer.model, ops)
         model = quantizer.quantize(recipe)
         error = output_error(reference, session(model), held_out)

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from h2a.runtime.bundle import load_bundle
+from h2a.runtime.engine import CAPTION_THREADS
 from h2a.runtime.errors import H2AError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SOURCE = 0, 1, 2, 3
@@ -45,7 +46,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override one anomaly type's enter threshold, e.g. --threshold shooting=0.4",
     )
     parser.add_argument("--providers", help="ONNX Runtime providers, comma-separated (default CPU)")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per graph (0 = auto)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime threads of hoi (0 = one per core)"
+    )
+    parser.add_argument(
+        "--caption-threads",
+        type=int,
+        default=CAPTION_THREADS,
+        help=f"threads of the caption graphs ({CAPTION_THREADS})",
+    )
     parser.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser.parse_args(argv)
@@ -88,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     watcher = ConfigWatcher(args.config, m.labels.anomalies, dict(m.thresholds.anomaly), overrides)
     spec = parse_source(args.camera, args.source)
     providers = args.providers.split(",") if args.providers else None
-    engine = Engine(bundle, providers, args.threads)
+    engine = Engine(bundle, providers, args.threads, args.caption_threads)
     cam = watcher.config.camera
     pipeline: Pipeline | None = None
     source = FrameSource(

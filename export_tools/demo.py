@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 from h2a.export_tools.checkpoint import load_checkpoint
+from h2a.runtime.bundle import load_bundle
+from h2a.runtime.errors import BundleError
 
 DATA_COUNT = 4000
 VIDEO_COUNT = 3
@@ -52,7 +54,14 @@ def stages_done(model_dir: Path) -> set[str]:
 
 
 def stale(output: Path, source: Path) -> bool:
-    return not output.is_file() or output.stat().st_mtime < source.stat().st_mtime
+    if not output.is_file() or output.stat().st_mtime < source.stat().st_mtime:
+        return True
+    if output.suffix == ".plan":  # a bundle from an older format is rebuilt, not refused later
+        try:
+            load_bundle(output, require_backend=False)
+        except BundleError:
+            return True
+    return False
 
 
 def train(data: Path, model: Path) -> None:

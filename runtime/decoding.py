@@ -58,19 +58,16 @@ class GreedyDecoder:
         self._self_v = np.zeros(shape, np.float32)
         self._token = np.zeros((1, 1), np.int64)
         self._position = np.zeros((1,), np.int64)
+        # The step graph reads one input per layer: views of the two buffers, made once.
+        self._inputs = {"token": self._token, "position": self._position}
+        for i in range(consts.layers):
+            self._inputs[f"self_k_{i}"] = self._self_k[i]  # (1, H, P, dh), contiguous view
+            self._inputs[f"self_v_{i}"] = self._self_v[i]
 
     def _run_step(self, token: int, position: int, cross: dict[str, np.ndarray]) -> np.ndarray:
         self._token[0, 0] = token
         self._position[0] = position
-        out = self.step.run(
-            {
-                "token": self._token,
-                "position": self._position,
-                "self_k": self._self_k,
-                "self_v": self._self_v,
-                **cross,
-            }
-        )
+        out = self.step.run({**self._inputs, **cross})
         self._self_k[:, :, :, position] = out["new_k"][:, :, :, 0]  # (L, 1, H, dh)
         self._self_v[:, :, :, position] = out["new_v"][:, :, :, 0]
         return out["logits"][0]  # (V,)
@@ -88,7 +85,10 @@ class GreedyDecoder:
         so the buffer needs no clearing between captions."""
         c = self.consts
         limit = c.max_len - 1 if max_new_tokens is None else min(max_new_tokens, c.max_len - 1)
-        cross = {"cross_k": cross_k, "cross_v": cross_v, "memory_bias": memory_bias}
+        cross = {"memory_bias": memory_bias}
+        for i in range(c.layers):
+            cross[f"cross_k_{i}"] = cross_k[i]  # (1, H, M, dh) views of cap_encoder's output
+            cross[f"cross_v_{i}"] = cross_v[i]
         sequence = [c.bos_id]
         steps = 0
         for _ in range(limit):

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from h2a.runtime.errors import BundleError
 
 FORMAT = "h2a.plan"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: dec_step takes one cache / cross K/V input per layer
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 

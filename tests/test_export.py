@@ -13,7 +13,7 @@ from h2a.export_tools.export.exporter import decoder_constants, export_graphs
 from h2a.export_tools.export.parity import FP32_TOLERANCE, decode_parity, graph_parity
 from h2a.runtime.backends.onnxruntime_backend import OrtGraph
 from h2a.runtime.bundle import load_bundle
-from h2a.runtime.graphs import GRAPHS
+from h2a.runtime.graphs import GRAPHS, graph_spec
 from h2a.runtime.tokenizer import CaptionTokenizer
 
 
@@ -25,12 +25,15 @@ def exported():  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_graph_is_opset17_with_the_documented_io(exported, name: str) -> None:  # type: ignore[no-untyped-def]
-    _, graphs = exported
+    ckpt, graphs = exported
     model = onnx.load_from_string(graphs[name])
     onnx.checker.check_model(model)
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
-    assert [i.name for i in model.graph.input] == GRAPHS[name].input_names
-    assert [o.name for o in model.graph.output] == GRAPHS[name].output_names
+    spec = graph_spec(name, ckpt.config.caption.dec_layers)
+    assert [i.name for i in model.graph.input] == spec.input_names
+    assert [o.name for o in model.graph.output] == spec.output_names
+    if name == "dec_step":  # one cache input per layer: no in-graph slicing (Gather/Split) of caches
+        assert "self_k_1" in spec.input_names and "self_k" not in spec.input_names
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))

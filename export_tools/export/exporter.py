@@ -17,7 +17,7 @@ from h2a.export_tools.export.parity import ParityReport, check_parity
 from h2a.export_tools.taxonomy import DEFAULT_HOI_SCORE, DEFAULT_INSTANCE_SCORE, DEFAULT_THRESHOLDS
 from h2a.export_tools.tokenizer_build import SPECIAL_TOKENS
 from h2a.runtime import preprocess
-from h2a.runtime.graphs import GRAPHS
+from h2a.runtime.graphs import GRAPHS, graph_spec
 from h2a.runtime.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -53,7 +53,7 @@ def export_graphs(ckpt: Checkpoint, progress: bool = True) -> dict[str, bytes]:
     graphs: dict[str, bytes] = {}
     generator = torch.Generator().manual_seed(0)
     for name in tqdm(GRAPHS, desc="export ONNX", unit="graph", disable=not progress):
-        spec = GRAPHS[name]
+        spec = graph_spec(name, ckpt.config.caption.dec_layers)
         module = graph_module(spec, ckpt.hoi, ckpt.caption)
         example = random_inputs(spec, ckpt.hoi, ckpt.caption, 1, generator)
         graphs[name] = export_onnx(module, example, spec, dynamic_axes(spec))

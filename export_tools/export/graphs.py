@@ -45,21 +45,19 @@ class CapEncoderGraph(nn.Module):
 
 
 class DecStepGraph(nn.Module):
+    """Inputs: token, position, then per layer self_k_*, self_v_*, cross_k_*, cross_v_*, then
+    memory_bias (the order of `dec_step_spec`)."""
+
     def __init__(self, model: CaptionModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(
-        self,
-        token: torch.Tensor,
-        position: torch.Tensor,
-        self_k: torch.Tensor,
-        self_v: torch.Tensor,
-        cross_k: torch.Tensor,
-        cross_v: torch.Tensor,
-        memory_bias: torch.Tensor,
+        self, token: torch.Tensor, position: torch.Tensor, *rest: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        return self.model.step(token, position, self_k, self_v, cross_k, cross_v, memory_bias)
+        n = self.model.cfg.dec_layers
+        self_k, self_v, cross_k, cross_v = (list(rest[i * n : (i + 1) * n]) for i in range(4))
+        return self.model.step(token, position, self_k, self_v, cross_k, cross_v, rest[4 * n])
 
 
 def random_inputs(
@@ -81,18 +79,17 @@ def random_inputs(
             mask,
             torch.rand(batch, tags, TAG_BOX_DIMS, generator=g),
         )
-    if spec is DEC_STEP:
-        cache = (c.dec_layers, batch, c.n_heads, c.max_len, c.head_dim)
-        cross = (c.dec_layers, batch, c.n_heads, c.n_memory, c.head_dim)
+    if spec.name == DEC_STEP.name:
+        cache = (batch, c.n_heads, c.max_len, c.head_dim)
+        cross = (batch, c.n_heads, c.n_memory, c.head_dim)
         bias = torch.zeros(batch, c.n_memory)
         bias[:, c.n_image_tokens + 1 :] = -1.0e4
+        layers = c.dec_layers
         return (
             torch.randint(0, c.vocab_size, (batch, 1), generator=g),
             torch.randint(0, c.max_len, (1,), generator=g),
-            torch.randn(cache, generator=g),
-            torch.randn(cache, generator=g),
-            torch.randn(cross, generator=g),
-            torch.randn(cross, generator=g),
+            *(torch.randn(cache, generator=g) for _ in range(2 * layers)),
+            *(torch.randn(cross, generator=g) for _ in range(2 * layers)),
             bias,
         )
     raise ValueError(f"unknown graph {spec.name}")

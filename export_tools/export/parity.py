@@ -17,7 +17,7 @@ from h2a.export_tools.models import CaptionModel, HOIEncoder
 from h2a.export_tools.models.decoding import greedy_decode
 from h2a.runtime.backends.onnxruntime_backend import OrtGraph
 from h2a.runtime.decoding import GreedyDecoder
-from h2a.runtime.graphs import GRAPHS
+from h2a.runtime.graphs import GRAPHS, graph_spec
 from h2a.runtime.manifest import DecoderConstants
 
 FP32_TOLERANCE = 1e-4
@@ -47,7 +47,7 @@ class ParityReport:
 def graph_parity(
     name: str, onnx_bytes: bytes, hoi: HOIEncoder, cap: CaptionModel, seed: int, batch: int = 2
 ) -> dict[str, float]:
-    spec = GRAPHS[name]
+    spec = graph_spec(name, cap.cfg.dec_layers)
     inputs = random_inputs(
         spec, hoi, cap, batch if name != "dec_step" else 1, torch.Generator().manual_seed(seed)
     )

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -105,6 +106,9 @@ class DecoderBlock(AttentionBlock):
         return x + self.ff(self.norm3(x)), k_new, v_new
 
 
+LayerTensors = torch.Tensor | Sequence[torch.Tensor]  # (L, ...) or L x (...)
+
+
 class CaptionModel(nn.Module):
     image_pos: torch.Tensor
     cache_index: torch.Tensor
@@ -174,14 +178,16 @@ class CaptionModel(nn.Module):
         self,
         token: torch.Tensor,
         position: torch.Tensor,
-        self_k: torch.Tensor,
-        self_v: torch.Tensor,
-        cross_k: torch.Tensor,
-        cross_v: torch.Tensor,
+        self_k: LayerTensors,
+        self_v: LayerTensors,
+        cross_k: LayerTensors,
+        cross_v: LayerTensors,
         memory_bias: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Graph `dec_step`. token (B, 1), position (1,) = tokens already cached (also the valid
-        length), self_k/self_v (L, B, H, Tmax, dh) -> logits (B, V), new_k/new_v (L, B, H, 1, dh)."""
+        length), self_k/self_v (L, B, H, Tmax, dh) -> logits (B, V), new_k/new_v (L, B, H, 1, dh).
+        Caches and cross K/V may be one stacked tensor or a list of L per-layer tensors (the
+        exported graph takes them per layer, so that no layer's slice is copied)."""
         x = self.word_emb(token) + self.pos_emb(position)[None]  # (B, 1, D)
         cache_bias = ((self.cache_index >= position).float() * MASK_NEG)[None, None, None, :]  # (1,1,1,Tmax)
         bias = memory_bias[:, None, None, :]  # (B, 1, 1, M)
