@@ -28,7 +28,7 @@ from h2a.calibration.traces import Feed
 #: path in the exported names; they form one group.
 ACTIVATION_PRODUCTS = "attention-products"
 #: Relative latency difference below which two recipes count as equally fast.
-SAME_SPEED = 0.15
+SAME_SPEED = 0.05
 
 
 def group_of(node_name: str) -> str:

@@ -167,19 +167,33 @@ def bench_pipeline(engine: Engine, frames: list[np.ndarray], workdir: Path) -> d
     }
 
 
-def edge_run_peak_rss_mb(bundle_path: Path, video: Path, frames: int) -> float:
+#: Runs edge-run in the child and reports the child's own high-water mark. `ru_maxrss` of a child
+#: cannot be used: a forked child starts with the parent's pages, and Linux carries that peak
+#: across exec, so it would report this benchmark's RSS, not edge-run's.
+_RSS_CHILD = """
+import sys
+from h2a.edge.run_cli import main
+code = main(sys.argv[1:])
+hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")]
+print("VmHWM_kB", hwm[0] if hwm else 0)
+sys.exit(code)
+"""
+
+
+def edge_run_peak_rss_mb(bundle_path: Path, video: Path, frames: int) -> float | None:
     """Peak RSS of the product itself: `edge-run` in a child process on the bench video (this
-    process also holds benchmark-only state: frame lists, the recompute baseline, a second engine)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    process also holds benchmark-only state). None where /proc is not available."""
+    args = ["--engine", str(bundle_path), "--source", str(video), "--max-frames", str(frames), "--dry-run"]
     child = subprocess.run(
-        [sys.executable, "-m", "h2a.edge.run_cli", "--engine", str(bundle_path), "--source", str(video),
-         "--max-frames", str(frames), "--dry-run"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [sys.executable, "-c", _RSS_CHILD, *args], capture_output=True, text=True, check=False
+    )
     if child.returncode != 0:
         raise H2AError(f"edge-run for the RSS figure failed: {child.stderr.strip().splitlines()[-1:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024
+    for line in child.stdout.splitlines():
+        if line.startswith("VmHWM_kB"):
+            kb = int(line.split()[1])
+            return kb / 1024 if kb else None
+    return None
 
 
 def bench_torch(checkpoint: Path, engine: Engine, repeats: int) -> dict[str, float]:

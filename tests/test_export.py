@@ -75,3 +75,12 @@ def test_bundle_records_parity_and_members(tiny_bundle: Path) -> None:
     tokenizer = CaptionTokenizer(bundle.tokenizer_json())
     assert tokenizer.vocab_size == manifest.decoder.vocab_size
     assert tokenizer.decode(tokenizer.encode("person aim gun")) == "person aim gun"
+
+
+def test_readme_graph_table_is_the_contract() -> None:
+    from pathlib import Path
+
+    from h2a.runtime.graphs import markdown_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate the README table: python -m h2a.runtime.graphs"
