@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from h2a.export_tools.data.dataset import Target, swap_left_right
@@ -89,3 +90,32 @@ def test_flip_swaps_left_and_right_words() -> None:
 def test_cxcywh_round_trip() -> None:
     box = torch.tensor([[0.5, 0.5, 0.2, 0.4]])
     assert torch.allclose(cxcywh_to_xyxy(box), torch.tensor([[0.4, 0.3, 0.6, 0.7]]))
+
+
+def test_auxiliary_layers_are_matched_and_supervised_on_their_own() -> None:
+    loss_fn = HOILoss(n_objects=2)
+    good = _perfect_output()
+    _, base = loss_fn(good, [_target()])
+    good.aux = [(good.boxes.clone(), good.obj_logits.clone())]
+    _, with_good_aux = loss_fn(good, [_target()])
+    assert with_good_aux["bbox"] == pytest.approx(base["bbox"], abs=1e-6)  # a perfect layer adds nothing
+    shuffled = _perfect_output()
+    shuffled.aux = [(shuffled.boxes.flip(1), shuffled.obj_logits.flip(1))]  # same set, other order
+    _, matched = loss_fn(shuffled, [_target()])
+    assert matched["bbox"] == pytest.approx(base["bbox"], abs=1e-6)  # each layer gets its own matching
+    off = _perfect_output()
+    off.aux = [(off.boxes + 0.1, off.obj_logits.clone())]
+    _, wrong = loss_fn(off, [_target()])
+    assert wrong["bbox"] > base["bbox"] + 0.3  # 4 coordinates x 0.1 per matched box
+
+
+def test_hoi_encoder_returns_auxiliary_outputs_only_when_asked() -> None:
+    from h2a.export_tools.models import HOIEncoder, make_config
+
+    cfg = make_config("tiny", 50).hoi
+    model = HOIEncoder(cfg).eval()
+    images = torch.randn(1, 3, cfg.image_size, cfg.image_size)
+    plain, with_aux = model(images), model(images, aux=True)
+    assert plain.aux == [] and len(with_aux.aux) == cfg.inst_dec_layers - 1
+    assert with_aux.aux[0][0].shape == plain.boxes.shape
+    torch.testing.assert_close(plain.boxes, with_aux.boxes)

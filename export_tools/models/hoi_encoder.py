@@ -11,7 +11,7 @@ so the anomaly score is driven by interactions rather than by the mere presence 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,8 @@ class HOIOutput:
     obj_ptr: torch.Tensor  # (B, N_int, N_inst) object-pointer logits
     anomaly_logits: torch.Tensor  # (B, n_anomalies)
     image_tokens: torch.Tensor  # (B, T, d_model), what the caption model looks at
+    # (boxes, obj_logits) of each earlier instance-decoder layer; training only, never exported
+    aux: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     def as_tuple(self) -> tuple[torch.Tensor, ...]:
         return (
@@ -84,9 +86,11 @@ class HOIEncoder(nn.Module):
             tokens = layer(tokens, self.pos)
         return self.encoder_norm(tokens)
 
-    def forward(self, images: torch.Tensor) -> HOIOutput:
+    def forward(self, images: torch.Tensor, aux: bool = False) -> HOIOutput:
+        """`aux=True` (training) also returns boxes and classes of the earlier instance-decoder
+        layers for DETR's auxiliary losses, which speed up box convergence."""
         tokens = self.encode(images)  # (B, T, D)
-        inst = self.inst_decoder(tokens, self.pos)  # (B, N_inst, D)
+        *earlier, inst = self.inst_decoder.forward_layers(tokens, self.pos, aux)  # each (B, N_inst, D)
         inter = self.int_decoder(tokens, self.pos)  # (B, N_int, D)
         instances = self.inst_repr(inst)
         tau = self.cfg.pointer_tau
@@ -99,4 +103,5 @@ class HOIEncoder(nn.Module):
             obj_ptr=pointer_logits(self.obj_pointer(inter), instances, tau),
             anomaly_logits=self.anomaly_head(pooled),
             image_tokens=tokens,
+            aux=[(self.box_head(e).sigmoid(), self.class_head(e)) for e in earlier] if aux else [],
         )

@@ -110,9 +110,19 @@ class QueryDecoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+        return self.forward_layers(memory, memory_pos, intermediate=False)[-1]  # (B, Q, D)
+
+    def forward_layers(
+        self, memory: torch.Tensor, memory_pos: torch.Tensor, intermediate: bool = True
+    ) -> list[torch.Tensor]:
+        """The normalised output of every layer, last one last (DETR's auxiliary decoding losses
+        supervise the earlier ones); only the last with `intermediate=False`."""
         batch = memory.shape[0]
         query_pos = self.query_pos[None].expand(batch, -1, -1)  # (B, Q, D)
         tgt = torch.zeros_like(query_pos)
+        outputs = []
         for layer in self.layers:
             tgt = layer(tgt, query_pos, memory, memory_pos)
-        return self.norm(tgt)  # (B, Q, D)
+            outputs.append(tgt)
+        kept = outputs if intermediate else outputs[-1:]
+        return [self.norm(t) for t in kept]

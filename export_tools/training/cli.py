@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="hoi: torchvision ResNet-50 state dict, e.g. resnet50-0676ba61.pth (base preset)",
     )
+    p.add_argument(
+        "--aux-loss", action="store_true", help="hoi: DETR auxiliary losses on every instance-decoder layer"
+    )
     p.add_argument("--teacher-epochs", type=int, help="distill: epochs of the teacher (default: --epochs)")
     p.add_argument("--alpha", type=float, default=0.5, help="distill: weight of the KL term")
     p.add_argument("--temperature", type=float, default=2.0, help="distill: softmax temperature")
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.resume,
                 args.backbone_weights,
                 progress,
+                args.aux_loss,
             )
         elif args.stage == "caption":
             ckpt = stages.train_caption(

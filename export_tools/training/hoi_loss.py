@@ -98,6 +98,13 @@ class HOILoss:
             + F.cross_entropy(torch.cat(obj_logits).float(), torch.cat(obj_target), reduction="sum")
         ) / (2 * n_pairs)
 
+        # DETR's auxiliary losses: every earlier instance-decoder layer matched and supervised alike
+        for boxes, logits in out.aux:
+            aux_cls, aux_bbox, aux_giou = self._instance_losses(boxes, logits, targets, n_boxes)
+            loss_cls = loss_cls + aux_cls
+            loss_bbox = loss_bbox + aux_bbox
+            loss_giou = loss_giou + aux_giou
+
         anomaly_target = torch.stack([t.anomaly for t in targets]).to(device)
         loss_anomaly = F.binary_cross_entropy_with_logits(out.anomaly_logits.float(), anomaly_target)
 
@@ -119,6 +126,24 @@ class HOILoss:
             "anomaly": loss_anomaly,
         }
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _instance_losses(
+        self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[Target], n_boxes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Class, L1 and GIoU losses of one decoder layer's instances, with its own matching."""
+        device = boxes.device
+        inst = match_instances(logits, boxes, targets, self.costs)
+        cls_target = torch.full(logits.shape[:2], logits.shape[-1] - 1, dtype=torch.long, device=device)
+        for b, (pi, ti) in enumerate(inst):
+            cls_target[b, pi] = targets[b].labels[ti].to(device)
+        loss_cls = F.cross_entropy(
+            logits.flatten(0, 1).float(), cls_target.flatten(), self.class_weight.to(device)
+        )
+        pred = torch.cat([boxes[b, pi] for b, (pi, _) in enumerate(inst)]).float()  # (k, 4)
+        tgt = torch.cat([targets[b].boxes[ti] for b, (_, ti) in enumerate(inst)]).to(device)
+        loss_bbox = F.l1_loss(pred, tgt, reduction="sum") / n_boxes
+        giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(tgt)))
+        return loss_cls, loss_bbox, (1 - giou).sum() / n_boxes
 
     @staticmethod
     def _global_count(local: int, device: torch.device) -> torch.Tensor:

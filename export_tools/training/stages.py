@@ -75,7 +75,11 @@ def train_hoi(
     resume: bool = False,
     backbone_weights: Path | None = None,
     progress: bool = True,
+    aux_loss: bool = False,
 ) -> Checkpoint:
+    """`aux_loss`: DETR's auxiliary losses on every instance-decoder layer. Measured on the tiny
+    demo run (2,800 CPU steps): HOI role mAP 0.045 -> 0.089, but anomaly AUC 0.955 -> 0.920, so it
+    is off by default there; long GPU runs are where DETR recommends it."""
     device = dist.setup(cfg.device)
     data = read_iad(data_dir)
     train_records = data.split("train")
@@ -99,7 +103,7 @@ def train_hoi(
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         images, targets = batch
-        return loss(model(images.to(device)), targets)
+        return loss(model(images.to(device), aux=aux_loss), targets)
 
     trainer = Trainer(
         "hoi",
