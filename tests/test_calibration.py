@@ -19,6 +19,7 @@ import torch
 from h2a.calibration import calib_set
 from h2a.calibration.gate import Budget, judge, token_agreement
 from h2a.calibration.legacy_calibrator import CalibrationCache, CalibrationFeeder, cache_name
+from h2a.calibration.qdq import activation_products
 from h2a.calibration.sensitivity import group_of
 from h2a.export_tools.models.backbone import FrozenBatchNorm2d, ResNet, fold_batch_norms
 from h2a.runtime.bundle import load_bundle
@@ -127,7 +128,7 @@ def cpu_int8(calib_npz: Path, tiny_bundle: Path) -> Path:
     return out
 
 
-def test_cpu_int8_bundle_loads_and_fits_its_budgets(cpu_int8: Path) -> None:
+def test_cpu_int8_bundle_loads_and_fits_its_budgets(cpu_int8: Path, tiny_bundle: Path) -> None:
     out = cpu_int8
     bundle = load_bundle(out)
     calibration = bundle.manifest.provenance["calibration"]
@@ -140,6 +141,13 @@ def test_cpu_int8_bundle_loads_and_fits_its_budgets(cpu_int8: Path) -> None:
         ops = {n.op_type for n in model.graph.node}
         assert ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"}, name
     assert calibration["held_out"]["caption_token_agreement"] >= 0.9
+    hoi = onnx.load_from_string(bundle.graph_bytes("hoi"))
+    producers = {out: n.op_type for n in hoi.graph.node for out in n.output}
+    products = activation_products(onnx.load_from_string(load_bundle(tiny_bundle).graph_bytes("hoi")))
+    assert products  # attention's Q.K^T and A.V exist, and stay float MatMuls fed by float tensors
+    for node in (n for n in hoi.graph.node if n.name in products):
+        assert node.op_type == "MatMul"
+        assert all(producers.get(i) not in ("DequantizeLinear", "DynamicQuantizeLinear") for i in node.input)
     with zipfile.ZipFile(out) as archive:
         manifest = json.loads(archive.read("manifest.json"))
     assert set(manifest["members"]) == {g["member"] for g in manifest["graphs"].values()} | {"tokenizer.json"}
