@@ -20,7 +20,13 @@ from h2a.export_tools.data.dataset import Target
 from h2a.export_tools.models.hoi_encoder import HOIOutput
 from h2a.export_tools.training.box_ops import cxcywh_to_xyxy, generalized_box_iou
 from h2a.export_tools.training.distributed import all_reduce_sum, world_size
-from h2a.export_tools.training.matcher import MatchCosts, match_instances, match_interactions, target_to_pred
+from h2a.export_tools.training.matcher import (
+    Match,
+    MatchCosts,
+    match_instances,
+    match_interactions,
+    target_to_pred,
+)
 
 
 @dataclass(frozen=True)
@@ -62,21 +68,9 @@ class HOILoss:
         n_boxes = self._global_count(sum(len(t.labels) for t in targets), device)
         n_pairs = self._global_count(sum(len(t.pairs) for t in targets), device)
 
-        # instance classes: every query, matched ones to their class, the rest to "no object"
-        no_obj = out.obj_logits.shape[-1] - 1
-        cls_target = torch.full(out.obj_logits.shape[:2], no_obj, dtype=torch.long, device=device)  # (B, N)
-        for b, (pi, ti) in enumerate(inst):
-            cls_target[b, pi] = targets[b].labels[ti].to(device)
-        loss_cls = F.cross_entropy(
-            out.obj_logits.flatten(0, 1).float(), cls_target.flatten(), self.class_weight.to(device)
+        loss_cls, loss_bbox, loss_giou = self._instance_losses(
+            out.boxes, out.obj_logits, targets, inst, n_boxes
         )
-
-        # boxes of matched instances
-        pred_boxes = torch.cat([out.boxes[b, pi] for b, (pi, _) in enumerate(inst)]).float()  # (k, 4)
-        tgt_boxes = torch.cat([targets[b].boxes[ti] for b, (_, ti) in enumerate(inst)]).to(device)
-        loss_bbox = F.l1_loss(pred_boxes, tgt_boxes, reduction="sum") / n_boxes
-        giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(pred_boxes), cxcywh_to_xyxy(tgt_boxes)))
-        loss_giou = (1 - giou).sum() / n_boxes
 
         # actions on every interaction query; pointers on matched ones
         act_target = torch.zeros_like(out.act_logits, dtype=torch.float32)  # (B, Q, A)
@@ -100,7 +94,8 @@ class HOILoss:
 
         # DETR's auxiliary losses: every earlier instance-decoder layer matched and supervised alike
         for boxes, logits in out.aux:
-            aux_cls, aux_bbox, aux_giou = self._instance_losses(boxes, logits, targets, n_boxes)
+            aux_inst = match_instances(logits, boxes, targets, self.costs)
+            aux_cls, aux_bbox, aux_giou = self._instance_losses(boxes, logits, targets, aux_inst, n_boxes)
             loss_cls = loss_cls + aux_cls
             loss_bbox = loss_bbox + aux_bbox
             loss_giou = loss_giou + aux_giou
@@ -128,17 +123,25 @@ class HOILoss:
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
     def _instance_losses(
-        self, boxes: torch.Tensor, logits: torch.Tensor, targets: list[Target], n_boxes: torch.Tensor
+        self,
+        boxes: torch.Tensor,
+        logits: torch.Tensor,
+        targets: list[Target],
+        inst: list[Match],
+        n_boxes: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Class, L1 and GIoU losses of one decoder layer's instances, with its own matching."""
+        """Class, L1 and GIoU losses of one decoder layer's instances under its matching `inst`."""
         device = boxes.device
-        inst = match_instances(logits, boxes, targets, self.costs)
-        cls_target = torch.full(logits.shape[:2], logits.shape[-1] - 1, dtype=torch.long, device=device)
+        # classes: every query, matched ones to their class, the rest to "no object"
+        cls_target = torch.full(
+            logits.shape[:2], logits.shape[-1] - 1, dtype=torch.long, device=device
+        )  # (B, N)
         for b, (pi, ti) in enumerate(inst):
             cls_target[b, pi] = targets[b].labels[ti].to(device)
         loss_cls = F.cross_entropy(
             logits.flatten(0, 1).float(), cls_target.flatten(), self.class_weight.to(device)
         )
+        # boxes of matched instances
         pred = torch.cat([boxes[b, pi] for b, (pi, _) in enumerate(inst)]).float()  # (k, 4)
         tgt = torch.cat([targets[b].boxes[ti] for b, (_, ti) in enumerate(inst)]).to(device)
         loss_bbox = F.l1_loss(pred, tgt, reduction="sum") / n_boxes
