@@ -117,13 +117,17 @@ class Engine:
             image_tokens=out["image_tokens"],
         )
 
-    def explain(self, detection: Detection, max_new_tokens: int | None = None) -> Explanation:
+    def encode_caption(self, detection: Detection) -> dict[str, np.ndarray]:
+        """HOI tag tokens of the detection + `cap_encoder`: the cross K/V the decoder reads."""
         ids, mask, boxes = build_tag_inputs(
             detection.triplets, self.tokenizer, self.manifest.decoder.max_tag_tokens
         )
-        enc = self.cap_encoder.run(
+        return self.cap_encoder.run(
             {"image_tokens": detection.image_tokens, "tag_ids": ids, "tag_mask": mask, "tag_boxes": boxes}
         )
+
+    def explain(self, detection: Detection, max_new_tokens: int | None = None) -> Explanation:
+        enc = self.encode_caption(detection)
         result = self.decoder.decode(enc["cross_k"], enc["cross_v"], enc["memory_bias"], max_new_tokens)
         text = self.tokenizer.decode(result.tokens)
         return Explanation(result.tokens, text, parse_caption(text))
