@@ -84,11 +84,9 @@ def entropy_calibrator(feeder: CalibrationFeeder, cache: CalibrationCache, cuda:
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            size = int(np.prod((feeder.batch_size, 3, feeder.calib.input_size, feeder.calib.input_size)))
-            self.device = cuda.device_alloc(size * 4)
-            self.host = cuda.pinned_empty(
-                (feeder.batch_size, 3, feeder.calib.input_size, feeder.calib.input_size), np.dtype(np.float32)
-            )
+            side = feeder.calib.input_size
+            self.host = cuda.pinned_empty((feeder.batch_size, 3, side, side), np.dtype(np.float32))
+            self.device = cuda.device_alloc(self.host.nbytes)
             self.stream = cuda.stream_create()
 
         def get_batch_size(self) -> int:

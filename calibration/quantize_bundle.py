@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from h2a.calibration.calib_set import CalibrationError, CalibrationSet
+from h2a.calibration.gate import token_agreement
 from h2a.calibration.qdq import RECIPES, GraphQuantizer
 from h2a.calibration.sensitivity import GraphResult, search_graph
 from h2a.calibration.traces import record_feeds
@@ -42,6 +43,7 @@ class QuantizedBundle:
     manifest: Manifest
     graphs: dict[str, bytes]  # member path -> graph bytes, for every graph (INT8 or unchanged FP32)
     results: dict[str, GraphResult]
+    held_out: CalibrationSet  # the frames the search measured on, for the whole-engine check
 
     def failed(self) -> list[str]:
         return [name for name, r in self.results.items() if r.chosen is None]
@@ -104,7 +106,7 @@ def quantize_graphs(
         },
     }
     manifest = dataclasses.replace(m, graphs=entries, provenance=provenance, members={})
-    return QuantizedBundle(manifest, graphs, results)
+    return QuantizedBundle(manifest, graphs, results, held)
 
 
 def compare_engines(fp32: Engine, int8: Engine, held: CalibrationSet) -> dict[str, Any]:
@@ -112,21 +114,22 @@ def compare_engines(fp32: Engine, int8: Engine, held: CalibrationSet) -> dict[st
     size = fp32.manifest.preprocess.input_size
     geometry = letterbox_geometry(size, size, size)
     m = fp32.manifest
-    prob_deltas, agree, total = [], 0, 0
+    prob_deltas: list[float] = []
+    fp32_tokens: list[list[int]] = []
+    int8_tokens: list[list[int]] = []
     for images in held.images(m.preprocess.mean, m.preprocess.std):
         a = fp32.detect_preprocessed(images, geometry)
         b = int8.detect_preprocessed(images, geometry)
         prob_deltas.append(max(abs(a.anomaly[k] - b.anomaly[k]) for k in a.anomaly))
         # Both decoders caption the same (FP32) detection, so this isolates the caption graphs.
         b_on_a = dataclasses.replace(a, image_tokens=b.image_tokens)
-        ta, tb = fp32.explain(a).tokens, int8.explain(b_on_a).tokens
-        agree += sum(x == y for x, y in zip(ta, tb, strict=False))
-        total += max(len(ta), len(tb), 1)
+        fp32_tokens.append(fp32.explain(a).tokens)
+        int8_tokens.append(int8.explain(b_on_a).tokens)
     return {
         "frames": len(held),
         "anomaly_prob_max_delta": float(np.max(prob_deltas)),
         "anomaly_prob_mean_delta": float(np.mean(prob_deltas)),
-        "caption_token_agreement": agree / total,
+        "caption_token_agreement": token_agreement(fp32_tokens, int8_tokens),
     }
 
 

@@ -132,7 +132,7 @@ def search_graph(
     reference = session(quantizer.fp32_path.read_bytes())
     fp32_ms = latency_ms(reference, held_out[0], repeats)
     result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
-    best: tuple[float, Attempt, bytes] | None = None
+    best: tuple[Attempt, bytes] | None = None
     for recipe in recipes:
         ops = recipe.op_types
         groups = node_groups(quantizer.model, ops)
@@ -155,10 +155,10 @@ def search_graph(
         if attempt.within_budget:
             attempt.latency_ms = latency_ms(session(model), held_out[0], repeats)
             say(f"  {attempt.latency_ms:.2f} ms vs FP32 {fp32_ms:.2f} ms")
-            if best is None or _better(attempt, best[1]):
-                best = (attempt.latency_ms, attempt, model)
+            if best is None or _better(attempt, best[0]):
+                best = (attempt, model)
     if best is not None:
-        result.chosen, result.model = best[1], best[2]
+        result.chosen, result.model = best
     return result
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from h2a.calibration.calib_set import CalibrationSet
+from h2a.calibration.calib_set import CalibrationError, CalibrationSet
 from h2a.runtime.backends import GraphRunner
 from h2a.runtime.engine import Engine
 from h2a.runtime.preprocess import letterbox_geometry
@@ -73,8 +73,6 @@ def record_feeds(
     m = engine.manifest
     size = m.preprocess.input_size
     if calib.input_size != size:
-        from h2a.calibration.calib_set import CalibrationError
-
         raise CalibrationError(
             f"calibration frames are {calib.input_size} px, the bundle's input is {size} px; "
             "collect again with --engine pointing at this bundle"

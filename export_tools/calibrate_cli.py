@@ -89,8 +89,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         )
     members = {**q.graphs, bundle.manifest.tokenizer: bundle.member(bundle.manifest.tokenizer)}
     manifest = write_bundle(args.out, q.manifest, members)
-    _, held = calib.split(4)
-    held_out = compare_engines(Engine(bundle), Engine(load_bundle(args.out)), held)
+    held_out = compare_engines(Engine(bundle), Engine(load_bundle(args.out)), q.held_out)
     calibration = {**manifest.provenance["calibration"], "held_out": held_out}
     manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "calibration": calibration})
     write_bundle(args.out, manifest, members)
@@ -119,19 +118,17 @@ def cmd_report(args: argparse.Namespace) -> None:
     from h2a.export_tools.evaluation.evaluate import evaluate_engine, markdown
 
     data = read_iad(args.data)
+    fp32, int8 = load_bundle(args.fp32), load_bundle(args.int8)
     reports: dict[str, dict[str, Any]] = {}
-    for label, path in (("fp32", args.fp32), ("int8", args.int8)):
-        reports[label] = evaluate_engine(
-            Engine(load_bundle(path)), data, args.split, not args.quiet, True, True
-        )
+    for label, bundle in (("fp32", fp32), ("int8", int8)):
+        reports[label] = evaluate_engine(Engine(bundle), data, args.split, not args.quiet, True, True)
     agreement = token_agreement(
         reports["fp32"].pop("caption_tokens", []), reports["int8"].pop("caption_tokens", [])
     )
     budget = Budget(args.max_auc_drop, args.max_map_drop, args.min_token_agreement)
-    int8 = load_bundle(args.int8)
     records = data.split(args.split)[:GRAPH_CHECK_IMAGES]
     frames = [f for f in (cv2.imread(str(r.file), cv2.IMREAD_COLOR) for r in records) if f is not None]
-    errors = graph_output_errors(load_bundle(args.fp32), int8, frames)
+    errors = graph_output_errors(fp32, int8, frames)
     graph_errors = {"hoi": (errors["hoi"], _hoi_budget(int8))}
     verdict = judge(reports["fp32"], reports["int8"], agreement, budget, graph_errors)
     table = markdown(reports) + f"\n| caption_token_agreement | - | {agreement:.4f} | |"
