@@ -49,7 +49,7 @@ class Bundle:
             raise BundleError(f"{self.path}: the bundle changed or vanished after it was checked") from None
         with archive:
             data = _read(archive, self.path, name)
-        _check_member(self.path, name, data, expected)
+        _check_member(self.path, name, (len(data), sha256_hex(data)), expected)
         return data
 
     def graph_bytes(self, name: str) -> bytes:
@@ -146,8 +146,8 @@ def _hash_member(archive: zipfile.ZipFile, path: Path, name: str) -> tuple[int, 
     return size, digest.hexdigest()
 
 
-def _check_member(path: Path, name: str, data: bytes | tuple[int, str], expected: Member) -> None:
-    size, digest = (len(data), sha256_hex(data)) if isinstance(data, bytes) else data
+def _check_member(path: Path, name: str, size_and_digest: tuple[int, str], expected: Member) -> None:
+    size, digest = size_and_digest
     if size != expected.size or digest != expected.sha256:
         raise BundleError(
             f"{path}: member {name!r} does not match its sha256 in the manifest "
