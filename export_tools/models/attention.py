@@ -33,6 +33,24 @@ class MultiHeadAttention(nn.Module):
         b, _, n, _ = x.shape
         return x.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim)  # (B, N, D)
 
+    def split_one(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, D) -> (B, H, 1, dh). For one token the head split is a plain reshape; written with
+        constant sizes, the decoder step graph gets one Reshape where `split_heads` exports a
+        Shape/Gather/Unsqueeze/Concat chain and a Transpose (a third of the step's ops)."""
+        return x.view(-1, self.n_heads, 1, self.head_dim)
+
+    def merge_one(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, 1, dh) -> (B, 1, D), the inverse of `split_one`."""
+        return x.reshape(-1, 1, self.n_heads * self.head_dim)
+
+    def attend_one(
+        self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """`attend` for a single query token (B, 1, D), as the decoder step runs it."""
+        q = self.split_one(self.q_proj(query))  # (B, H, 1, dh)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) + bias  # (B, H, 1, Nk)
+        return self.out_proj(self.merge_one(scores.softmax(dim=-1) @ v))  # (B, 1, D)
+
     def project_kv(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.split_heads(self.k_proj(keys)), self.split_heads(self.v_proj(values))
 

@@ -93,16 +93,15 @@ class DecoderBlock(AttentionBlock):
         """One new token x (B, 1, D) against its cache (B, H, Tmax, dh); returns x and its own K/V."""
         attn = self.self_attn
         h = self.norm1(x)
-        q = attn.split_heads(attn.q_proj(h))  # (B, H, 1, dh)
-        k_new, v_new = attn.project_kv(h, h)  # (B, H, 1, dh) each
+        q = attn.split_one(attn.q_proj(h))  # (B, H, 1, dh)
+        k_new, v_new = attn.split_one(attn.k_proj(h)), attn.split_one(attn.v_proj(h))  # (B, H, 1, dh)
         scale = attn.head_dim**-0.5
         past = q @ cache_k.transpose(-2, -1) * scale + cache_bias  # (B, H, 1, Tmax)
         own = (q * k_new).sum(dim=-1, keepdim=True) * scale  # (B, H, 1, 1)
         weights = torch.cat((past, own), dim=-1).softmax(dim=-1)  # (B, H, 1, Tmax + 1)
-        t_max = cache_k.shape[2]
-        mixed = weights[..., :t_max] @ cache_v + weights[..., t_max:] * v_new  # (B, H, 1, dh)
-        x = x + attn.out_proj(attn.merge_heads(mixed))
-        x = x + self.cross_attn.attend(self.norm2(x), cross_k, cross_v, memory_bias)
+        mixed = weights[..., :-1] @ cache_v + weights[..., -1:] * v_new  # (B, H, 1, dh)
+        x = x + attn.out_proj(attn.merge_one(mixed))
+        x = x + self.cross_attn.attend_one(self.norm2(x), cross_k, cross_v, memory_bias)
         return x + self.ff(self.norm3(x)), k_new, v_new
 
 
