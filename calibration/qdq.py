@@ -8,6 +8,9 @@ Only Conv/Gemm/MatMul are quantized, and Gemm/MatMul outputs stay float: ONNX Ru
 list also quantizes Add/Mul/Softmax/Concat, which sends the transformer's residual stream through
 uint8 and collapses accuracy (../shared/notes/int8-and-kv-cache.md).
 
+CPU graphs then get their linear layers' bias adds folded into ONNX Runtime's MatMulIntegerToFloat
+(`bias_fusion`).
+
 Ranges are computed once per graph (`compute_ranges`) and reused by every quantization the
 sensitivity search tries, so trying a layer group costs a rewrite, not a calibration run.
 """
@@ -32,6 +35,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
+from h2a.calibration.bias_fusion import fuse_matmul_bias
 from h2a.calibration.calib_set import CalibrationError
 from h2a.calibration.traces import Feed
 
@@ -261,7 +265,11 @@ class GraphQuantizer:
                 nodes_to_exclude=list(exclude),
             )
             path = out
-        return path.read_bytes()
+        if self.target == "tensorrt":
+            return path.read_bytes()
+        model = onnx.load(path)
+        fuse_matmul_bias(model)
+        return model.SerializeToString()
 
 
 def _quiet(fn: object, *args: object, **kwargs: object) -> None:

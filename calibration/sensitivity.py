@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from h2a.calibration.qdq import QUANTIZED_OP_TYPES, GraphQuantizer, Recipe, quantizable_nodes
 from h2a.calibration.traces import Feed
+from h2a.runtime.backends.onnxruntime_backend import session_options
 
 #: Matrix products between two activations (attention scores, pointer logits) have no module
 #: path in the exported names; they form one group.
@@ -51,10 +52,17 @@ def node_groups(model: onnx.ModelProto, op_types: Sequence[str] = QUANTIZED_OP_T
     return groups
 
 
-def session(model: bytes, threads: int = 0) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+@dataclass(frozen=True)
+class Threading:
+    """How the runtime threads a graph's session; recipes are timed the same way, because the
+    fastest recipe depends on it (the INT8 transformer's many short ops gain from spinning)."""
+
+    threads: int = 0
+    spin: bool = False
+
+
+def session(model: bytes, threading: Threading = Threading()) -> ort.InferenceSession:
+    options = session_options(threading.threads, threading.spin)
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -126,10 +134,12 @@ def search_graph(
     recipes: Sequence[Recipe],
     held_out: Sequence[Feed],
     budget: float,
+    threading: Threading = Threading(),
     repeats: int = 10,
     say: Callable[[str], None] = lambda _: None,
 ) -> GraphResult:
-    reference = session(quantizer.fp32_path.read_bytes())
+    """`threading`: as the runtime runs this graph; latencies are measured that way."""
+    reference = session(quantizer.fp32_path.read_bytes(), threading)
     fp32_ms = latency_ms(reference, held_out[0], repeats)
     result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
     best: tuple[Attempt, bytes] | None = None
@@ -153,7 +163,7 @@ def search_graph(
         attempt = Attempt(recipe.name, error, kept, within_budget=error <= budget)
         result.attempts.append(attempt)
         if attempt.within_budget:
-            attempt.latency_ms = latency_ms(session(model), held_out[0], repeats)
+            attempt.latency_ms = latency_ms(session(model, threading), held_out[0], repeats)
             say(f"  {attempt.latency_ms:.2f} ms vs FP32 {fp32_ms:.2f} ms")
             if best is None or _better(attempt, best[0]):
                 best = (attempt, model)

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from h2a.runtime.bundle import load_bundle
-from h2a.runtime.engine import Engine
+from h2a.runtime.engine import SPIN_MODES, Engine
 from h2a.runtime.errors import H2AError
 
 CAPTION_TOKENS = 48
@@ -201,10 +201,11 @@ def run(
     checkpoint: Path | None,
     threads: int,
     int8_path: Path | None = None,
+    hoi_spin: str = "auto",
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_path)
-    engine = Engine(bundle, threads=threads)
+    engine = Engine(bundle, threads=threads, hoi_spin=hoi_spin)
     engine.detect(_frames((640, 480), 1)[0])
     cold = time.perf_counter() - t0
     size = bundle.manifest.preprocess.input_size
@@ -213,6 +214,7 @@ def run(
         "bundle": str(bundle_path),
         "preset": bundle.manifest.provenance.get("preset"),
         "precision": {n: g.precision for n, g in bundle.manifest.graphs.items()},
+        "hoi_spin": hoi_spin,  # the INT8 engine below uses the same mode
         "cold_start_s": cold,
         "hoi_ms": _timeit(lambda: engine.hoi.run({"images": images}), repeats),
         "caption": bench_caption(engine, repeats),
@@ -225,7 +227,8 @@ def run(
     # Peak RSS is read before the INT8 engine doubles the model in memory.
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if int8_path is not None:
-        result["int8"] = bench_int8(engine, Engine(load_bundle(int8_path), threads=threads), repeats)
+        int8 = Engine(load_bundle(int8_path), threads=threads, hoi_spin=hoi_spin)
+        result["int8"] = bench_int8(engine, int8, repeats)
     result["peak_rss_mb"] = peak_rss_mb
     return result
 
@@ -290,9 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, help="the same model's checkpoint, for ORT vs torch eager")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads of hoi (0 = one per core)")
     p.add_argument("--int8", type=Path, help="an INT8 bundle of the same model: INT8 vs FP32 ratios")
+    p.add_argument("--spin", choices=SPIN_MODES, default="auto", help="as edge-run --spin (default auto)")
     args = p.parse_args(argv)
     try:
-        result = run(args.engine, args.frames, args.repeats, args.checkpoint, args.threads, args.int8)
+        result = run(
+            args.engine, args.frames, args.repeats, args.checkpoint, args.threads, args.int8, args.spin
+        )
     except H2AError as err:
         print(f"edge-bench: error: {err}", file=sys.stderr)
         return err.exit_code

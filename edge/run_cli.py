@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from h2a.runtime.bundle import load_bundle
-from h2a.runtime.engine import CAPTION_THREADS
+from h2a.runtime.engine import CAPTION_THREADS, SPIN_MODES
 from h2a.runtime.errors import H2AError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SOURCE = 0, 1, 2, 3
@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=CAPTION_THREADS,
         help=f"threads of the caption graphs ({CAPTION_THREADS})",
+    )
+    parser.add_argument(
+        "--spin",
+        choices=SPIN_MODES,
+        default="auto",
+        help="hoi's threads busy-wait between ops while a frame runs: auto = for INT8 bundles "
+        "(faster there), off when other programs need the cores (default auto)",
     )
     parser.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -97,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     watcher = ConfigWatcher(args.config, m.labels.anomalies, dict(m.thresholds.anomaly), overrides)
     spec = parse_source(args.camera, args.source)
     providers = args.providers.split(",") if args.providers else None
-    engine = Engine(bundle, providers, args.threads, args.caption_threads)
+    engine = Engine(bundle, providers, args.threads, args.caption_threads, hoi_spin=args.spin)
     cam = watcher.config.camera
     pipeline: Pipeline | None = None
     source = FrameSource(

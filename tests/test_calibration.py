@@ -267,3 +267,82 @@ def test_edge_bench_compares_int8_with_fp32(cpu_int8: Path, tiny_bundle: Path, t
         assert int8[key]["speedup"] == pytest.approx(int8[key]["fp32_ms"] / int8[key]["int8_ms"])
     assert set(int8["precision"].values()) == {"int8"}
     assert "anomalous frame" in result.stdout
+
+
+def test_hoi_spins_by_default_only_in_int8_bundles(cpu_int8: Path, tiny_bundle: Path) -> None:
+    from h2a.runtime.engine import hoi_spins
+    from h2a.runtime.errors import InputError
+
+    int8, fp32 = load_bundle(cpu_int8), load_bundle(tiny_bundle)
+    assert hoi_spins(int8, "auto") and not hoi_spins(fp32, "auto")
+    assert hoi_spins(fp32, "on") and not hoi_spins(int8, "off")
+    with pytest.raises(InputError, match="spin mode 'fast'"):
+        hoi_spins(int8, "fast")
+
+
+def test_tensorrt_build_refuses_a_cpu_int8_bundle(cpu_int8: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "h2a.export_tools.export.cli", "--backend", "tensorrt", "--onnx-bundle", str(cpu_int8),
+        "--out", str(tmp_path / "trt.plan"),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--target tensorrt" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "trt.plan").exists()
+
+
+def _linear_qdq_graph() -> onnx.ModelProto:
+    """x -> Q/DQ -> MatMul(DQ(W)) -> Add(bias) -> Relu, and a second MatMul whose Add reads an
+    activation (not a bias: must stay as it is)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (8, 6)).astype(np.int8)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "x_zp"),
+        numpy_helper.from_array(w, "w_q"),
+        numpy_helper.from_array(rng.uniform(0.001, 0.01, 6).astype(np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(6, np.int8), "w_zp"),
+        numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"]),
+        helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"]),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_dq"], axis=1),
+        helper.make_node("MatMul", ["x_dq", "w_dq"], ["mm"], name="linear"),
+        helper.make_node("Add", ["bias", "mm"], ["biased"]),
+        helper.make_node("Relu", ["biased"], ["y"]),
+        helper.make_node("MatMul", ["x_dq", "w_dq"], ["mm2"], name="not_a_linear"),
+        helper.make_node("Add", ["mm2", "y"], ["z"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, 6]) for n in ("y", "z")],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_bias_fusion_folds_only_linear_biases_and_keeps_the_outputs() -> None:
+    import onnxruntime as ort
+
+    from h2a.calibration.bias_fusion import fuse_matmul_bias
+
+    plain = _linear_qdq_graph()
+    fused = onnx.ModelProto()
+    fused.CopyFrom(plain)
+    assert fuse_matmul_bias(fused) == 1
+    onnx.checker.check_model(fused)
+    kinds = [n.op_type for n in fused.graph.node]
+    assert kinds.count("MatMulIntegerToFloat") == 1 and kinds.count("MatMul") == 1 and kinds.count("Add") == 1
+    node = next(n for n in fused.graph.node if n.op_type == "MatMulIntegerToFloat")
+    assert node.input[-1] == "bias" and node.output[0] == "biased"
+    x = {"x": np.random.default_rng(1).standard_normal((2, 3, 8)).astype(np.float32)}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no ORT fusions
+    want = ort.InferenceSession(plain.SerializeToString(), options).run(None, x)
+    got = ort.InferenceSession(fused.SerializeToString(), options).run(None, x)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)

@@ -261,12 +261,15 @@ def test_edge_bench_runs_and_writes_its_ratios(tiny_bundle: Path, tmp_path: Path
         "2",
         "--json",
         str(out),
+        "--spin",
+        "off",
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
     import json
 
     report = json.loads(out.read_text())
+    assert report["hoi_spin"] == "off"
     assert report["caption"]["kv_speedup"] > 1.0  # recomputing the prefix is never faster
     assert report["pipeline"]["frames"] == 20 and report["pipeline"]["captions"] >= 1
     assert report["edge_run_peak_rss_mb"] > 50  # measured on a real edge-run child process

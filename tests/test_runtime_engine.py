@@ -82,3 +82,15 @@ def test_preprocess_shares_the_training_letterbox(pair: tuple[Checkpoint, Engine
 
     runtime, _ = engine.preprocess(cv2.imread(str(data.records[0].file)))
     np.testing.assert_array_equal(image.numpy(), runtime[0])
+
+
+def test_spinning_sessions_stop_spinning_after_each_run() -> None:
+    """Spinning past a run would steal the caption worker's core (shared note); it must be
+    switched on only together with the stop."""
+    from h2a.runtime.backends.onnxruntime_backend import session_options
+
+    spinning, sleeping = session_options(2, True), session_options(1, False)
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert sleeping.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    for options in (spinning, sleeping):
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"

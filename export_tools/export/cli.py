@@ -94,6 +94,14 @@ def build_tensorrt(args: argparse.Namespace) -> None:
     """Engines from an ONNX bundle, on this device's GPU."""
     if args.onnx_bundle is None:
         raise InputError("--backend tensorrt builds from an ONNX bundle: give --onnx-bundle PLAN")
+    from h2a.runtime.bundle import load_bundle
+
+    source = load_bundle(args.onnx_bundle, require_backend=False)
+    if (source.manifest.provenance.get("calibration") or {}).get("target") == "cpu":
+        raise InputError(
+            f"{args.onnx_bundle} was quantized for ONNX Runtime on the CPU (u8 activations, contrib ops); "
+            "for TensorRT run edge-calibrate quantize --target tensorrt on the FP32 bundle"
+        )
     try:
         from h2a.export_tools.export import tensorrt_build
     except ImportError:
@@ -102,9 +110,7 @@ def build_tensorrt(args: argparse.Namespace) -> None:
             "python3-libnvinfer, venv with --system-site-packages)"
         ) from None
     from h2a.runtime.backends.cuda_memory import open_cuda
-    from h2a.runtime.bundle import load_bundle
 
-    source = load_bundle(args.onnx_bundle, require_backend=False)
     cuda = open_cuda()
     calibrator = None
     if args.calib is not None:
