@@ -8,8 +8,8 @@ Only Conv/Gemm/MatMul are quantized, and Gemm/MatMul outputs stay float: ONNX Ru
 list also quantizes Add/Mul/Softmax/Concat, which sends the transformer's residual stream through
 uint8 and collapses accuracy (../shared/notes/int8-and-kv-cache.md).
 
-CPU graphs then get their linear layers' bias adds folded into ONNX Runtime's MatMulIntegerToFloat
-(`bias_fusion`).
+CPU graphs also get an INT8-friendly stem before calibration (`stem_rewrite`) and their linear
+layers' bias adds folded into ONNX Runtime's MatMulIntegerToFloat (`bias_fusion`).
 
 Ranges are computed once per graph (`compute_ranges`) and reused by every quantization the
 sensitivity search tries, so trying a layer group costs a rewrite, not a calibration run.
@@ -37,6 +37,7 @@ from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_d
 
 from h2a.calibration.bias_fusion import fuse_matmul_bias
 from h2a.calibration.calib_set import CalibrationError
+from h2a.calibration.stem_rewrite import space_to_depth_stem
 from h2a.calibration.traces import Feed
 
 TARGETS = ("cpu", "tensorrt")
@@ -180,8 +181,16 @@ class GraphQuantizer:
         self.target, self.method, self.name = target, method, name
         self.workdir = workdir
         self.model = inline_shared_initializers(onnx.load_from_string(model_bytes))
-        self.fp32_path = workdir / f"{name}.fp32.onnx"
+        self.fp32_path = workdir / f"{name}.fp32.onnx"  # the reference: the graph as exported
         onnx.save(self.model, self.fp32_path)
+        # What gets calibrated and quantized: for the CPU, with an INT8-friendly stem.
+        self.source_path = self.fp32_path
+        if target == "cpu":
+            source = onnx.ModelProto()
+            source.CopyFrom(self.model)
+            if space_to_depth_stem(source):
+                self.source_path = workdir / f"{name}.source.onnx"
+                onnx.save(source, self.source_path)
         self.input_names = {i.name for i in self.model.graph.input}
         self.ranges_path: Path | None = None
 
@@ -194,7 +203,7 @@ class GraphQuantizer:
             options.update(num_bins=HISTOGRAM_BINS, percentile=PERCENTILE)
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             calibrator = create_calibrator(
-                self.fp32_path,
+                self.source_path,
                 list(CALIBRATED_OP_TYPES),
                 augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                 calibrate_method=CALIBRATION_METHODS[self.method],
@@ -211,7 +220,7 @@ class GraphQuantizer:
 
     def quantize(self, recipe: Recipe, exclude: Sequence[str] = ()) -> bytes:
         """The graph quantized by `recipe`, leaving the nodes in `exclude` in float."""
-        path = self.fp32_path
+        path = self.source_path
         if recipe.float_activation_products:
             exclude = [*exclude, *activation_products(self.model)]
         if recipe.cnn_ops:

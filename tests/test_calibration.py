@@ -142,6 +142,7 @@ def test_cpu_int8_bundle_loads_and_fits_its_budgets(cpu_int8: Path, tiny_bundle:
         assert ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"}, name
     assert calibration["held_out"]["caption_token_agreement"] >= 0.9
     hoi = onnx.load_from_string(bundle.graph_bytes("hoi"))
+    assert "SpaceToDepth" in {n.op_type for n in hoi.graph.node}  # the CPU stem rewrite
     producers = {out: n.op_type for n in hoi.graph.node for out in n.output}
     products = activation_products(onnx.load_from_string(load_bundle(tiny_bundle).graph_bytes("hoi")))
     assert products  # attention's Q.K^T and A.V exist, and stay float MatMuls fed by float tensors
@@ -171,6 +172,7 @@ def test_tensorrt_flavour_is_symmetric_s8_on_conv_and_matmul_only(
             consumers.setdefault(name, set()).add(node.op_type)
     quantize_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert quantize_nodes
+    assert not {n.op_type for n in model.graph.node} & {"SpaceToDepth", "MatMulIntegerToFloat"}  # CPU-only
     for node in quantize_nodes:
         zero_point = inits[node.input[2]]
         assert zero_point.dtype == np.int8 and not zero_point.any()  # symmetric s8
@@ -346,3 +348,62 @@ def test_bias_fusion_folds_only_linear_biases_and_keeps_the_outputs() -> None:
     got = ort.InferenceSession(fused.SerializeToString(), options).run(None, x)
     for a, b in zip(want, got, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kernel", "pad", "side"), [(7, 3, 32), (3, 1, 30), (4, 1, 16)])
+def test_space_to_depth_stem_equals_the_strided_convolution(kernel: int, pad: int, side: int) -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from h2a.calibration.stem_rewrite import space_to_depth_stem
+
+    rng = np.random.default_rng(kernel)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, kernel, kernel)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["images", "w", "b"], ["c"], name="stem", strides=[2, 2], pads=[pad] * 4),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node(
+            "Conv", ["r", "w2"], ["y"], name="next", strides=[2, 2], pads=[1] * 4
+        ),  # not on an input
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "stem",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(plain)
+    assert space_to_depth_stem(rewritten) == ["stem"]
+    stem = next(n for n in rewritten.graph.node if n.name == "stem")
+    assert list(next(a for a in stem.attribute if a.name == "strides").ints) == [1, 1]
+    x = {"images": rng.standard_normal((2, 3, side, side)).astype(np.float32)}
+    want = ort.InferenceSession(plain.SerializeToString()).run(None, x)[0]
+    got = ort.InferenceSession(rewritten.SerializeToString()).run(None, x)[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_space_to_depth_stem_leaves_other_convolutions_alone() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from h2a.calibration.stem_rewrite import space_to_depth_stem
+
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    for attrs in ({"strides": [1, 1], "pads": [1] * 4}, {"strides": [2, 2], "pads": [1, 1, 0, 0]}):
+        conv = helper.make_node("Conv", ["images", "w"], ["y"], name="c", **attrs)  # type: ignore[arg-type]
+        graph = helper.make_graph(
+            [conv],
+            "g",
+            [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 16, 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [w],
+        )
+        model = helper.make_model(graph)
+        assert space_to_depth_stem(model) == [] and len(model.graph.node) == 1
