@@ -48,8 +48,7 @@ class MultiHeadAttention(nn.Module):
     ) -> torch.Tensor:
         """`attend` for a single query token (B, 1, D), as the decoder step runs it."""
         q = self.split_one(self.q_proj(query))  # (B, H, 1, dh)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) + bias  # (B, H, 1, Nk)
-        return self.out_proj(self.merge_one(scores.softmax(dim=-1) @ v))  # (B, 1, D)
+        return self.out_proj(self.merge_one(self._mix(q, k, v, bias)))  # (B, 1, D)
 
     def project_kv(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.split_heads(self.k_proj(keys)), self.split_heads(self.v_proj(values))
@@ -59,11 +58,16 @@ class MultiHeadAttention(nn.Module):
     ) -> torch.Tensor:
         """query (B, Nq, D) against already-projected k, v (B, H, Nk, dh); bias adds to the scores."""
         q = self.split_heads(self.q_proj(query))  # (B, H, Nq, dh)
+        return self.out_proj(self.merge_heads(self._mix(q, k, v, bias)))  # (B, Nq, D)
+
+    def _mix(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Per-head q (B, H, Nq, dh) against k, v (B, H, Nk, dh) -> (B, H, Nq, dh)."""
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, Nq, Nk)
         if bias is not None:
             scores = scores + bias
-        weights = self.dropout(scores.softmax(dim=-1))
-        return self.out_proj(self.merge_heads(weights @ v))  # (B, Nq, D)
+        return self.dropout(scores.softmax(dim=-1)) @ v
 
     def forward(
         self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None = None
