@@ -3,7 +3,13 @@
 Durability: a snapshot is written to a temporary file, fsynced and renamed before the row that
 names it is committed with `synchronous=FULL`; only then is an alert "written". A power cut or
 `kill -9` therefore leaves either no trace of an alert or a complete one; stray temporary files
-and unreferenced snapshots are swept on the next open. The schema is versioned in `meta`.
+and unreferenced snapshots are swept on the next open.
+
+One event is one row: the row is keyed by the event's `uid`, so a re-caption at a new peak
+updates its own event's row and never another's. The table's columns are derived from the
+`Alert` dataclass (`alert_columns`), so the schema, the writes and the reads cannot drift apart.
+The schema is versioned in `meta`; a store of an older version gains the columns it lacks when
+`edge-run` opens it.
 """
 
 from __future__ import annotations
@@ -12,43 +18,26 @@ import json
 import os
 import sqlite3
 import time
-import uuid
+import types
+import typing
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from h2a.runtime.errors import H2AError
+from h2a.edge.events import Event, new_event_id
+from h2a.runtime.errors import H2AError, InputError
+
+if TYPE_CHECKING:
+    from h2a.runtime.engine import Detection, Explanation
 
 SCHEMA_VERSION = 1
 DB_NAME = "alerts.db"
 SNAPSHOT_DIR = "snapshots"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    uid TEXT NOT NULL UNIQUE,
-    camera TEXT NOT NULL,
-    anomaly TEXT NOT NULL,
-    start_time REAL NOT NULL,
-    end_time REAL,
-    peak_score REAL NOT NULL,
-    peak_time REAL NOT NULL,
-    what TEXT NOT NULL,
-    who TEXT NOT NULL,
-    location TEXT NOT NULL,
-    caption TEXT NOT NULL,
-    triplets TEXT NOT NULL,
-    zones TEXT NOT NULL,
-    snapshot TEXT,
-    snapshot_bytes INTEGER NOT NULL DEFAULT 0,
-    model_sha256 TEXT NOT NULL,
-    config_version TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alerts_start ON alerts(start_time);
-"""
+#: How long a connection waits for a lock held by another process (a reader, `edge-alerts`).
+LOCK_TIMEOUT_S = 10.0
+#: Deleting the oldest alerts to fit the disk quota goes in batches of this many rows.
+QUOTA_DELETE_BATCH = 10
 
 
 class StoreError(H2AError):
@@ -71,13 +60,126 @@ class Alert:
     model_sha256: str
     config_version: str
     end_time: float | None = None
-    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    uid: str = field(default_factory=new_event_id, metadata={"unique": True})  # its event's uid
     snapshot: str | None = None
     snapshot_bytes: int = 0
-    id: int | None = None
+    created: float = 0.0  # when the row was first committed (set by the store)
+    id: int | None = field(default=None, metadata={"primary_key": True})
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Decimals kept in stored triplets: scores to 1e-4, boxes to a tenth of a pixel.
+SCORE_DECIMALS = 4
+BOX_DECIMALS = 1
+
+
+def build_alert(
+    event: Event,
+    detection: Detection,
+    explanation: Explanation,
+    *,
+    camera: str,
+    zones: list[str],
+    model_sha256: str,
+    config_version: str,
+) -> Alert:
+    """The alert of `event` from the frame that was captioned: triplets with boxes in frame
+    pixels, the What/Who/Where fields and the caption. Its uid is the event's."""
+    triplets = [
+        {
+            "subject": t.subject,
+            "action": t.action,
+            "object": t.object,
+            "score": round(t.score, SCORE_DECIMALS),
+            "subject_box": [round(float(v), BOX_DECIMALS) for v in s],
+            "object_box": [round(float(v), BOX_DECIMALS) for v in o],
+        }
+        for t, (s, o) in zip(detection.triplets, detection.frame_boxes(), strict=True)
+    ]
+    f = explanation.fields
+    return Alert(
+        camera=camera,
+        anomaly=event.anomaly,
+        start_time=event.start,
+        peak_score=event.peak_score,
+        peak_time=event.peak_time,
+        what=f.what,
+        who=f.who,
+        location=f.where,
+        caption=f.total or explanation.text,
+        triplets=triplets,
+        zones=zones,
+        model_sha256=model_sha256,
+        config_version=config_version,
+        end_time=event.end,
+        uid=event.uid,
+    )
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql: str  # the column definition after its name
+    is_json: bool  # lists and dicts are stored as JSON text
+
+
+_SQL_TYPES: dict[type, str] = {str: "TEXT", float: "REAL", int: "INTEGER"}
+
+
+def _column(f: Any, hint: Any) -> Column:
+    """One dataclass field -> its SQLite column; `X | None` becomes a nullable column."""
+    if f.metadata.get("primary_key"):
+        return Column(f.name, "INTEGER PRIMARY KEY AUTOINCREMENT", False)
+    args = typing.get_args(hint)
+    nullable = isinstance(hint, types.UnionType) and type(None) in args
+    base = next(a for a in args if a is not type(None)) if nullable else hint
+    origin = typing.get_origin(base) or base
+    is_json = origin in (list, dict)
+    sql = "TEXT" if is_json else _SQL_TYPES[origin]
+    if not nullable:
+        sql += " NOT NULL"
+    if f.metadata.get("unique"):
+        sql += " UNIQUE"
+    if f.default is not MISSING and f.default is not None and not isinstance(f.default, str):
+        sql += f" DEFAULT {f.default!r}"  # lets a migration add the column to existing rows
+    return Column(f.name, sql, is_json)
+
+
+def alert_columns() -> tuple[Column, ...]:
+    """The row id first (as a person reading the table expects), then the fields in order."""
+    hints = typing.get_type_hints(Alert)
+    ordered = sorted(fields(Alert), key=lambda f: not f.metadata.get("primary_key", False))
+    return tuple(_column(f, hints[f.name]) for f in ordered)
+
+
+COLUMNS = alert_columns()
+#: What a write stores: every column but the row id, which SQLite assigns.
+WRITTEN = tuple(c for c in COLUMNS if c.name != "id")
+
+
+def create_table_sql() -> str:
+    body = ",\n    ".join(f"{c.name} {c.sql}" for c in COLUMNS)
+    return (
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
+        f"CREATE TABLE IF NOT EXISTS alerts (\n    {body}\n);\n"
+        "CREATE INDEX IF NOT EXISTS alerts_start ON alerts(start_time);\n"
+    )
+
+
+def _upsert_sql() -> str:
+    """Insert a row, or update the row of the same event (uid). The end time is never cleared:
+    a late re-caption of a closed event keeps the end its close wrote."""
+    names = ", ".join(c.name for c in WRITTEN)
+    marks = ", ".join("?" for _ in WRITTEN)
+    kept = {"uid", "created", "end_time"}
+    sets = [f"{c.name} = excluded.{c.name}" for c in WRITTEN if c.name not in kept]
+    sets.append("end_time = COALESCE(excluded.end_time, alerts.end_time)")
+    return f"INSERT INTO alerts ({names}) VALUES ({marks}) ON CONFLICT(uid) DO UPDATE SET {', '.join(sets)}"
+
+
+UPSERT_SQL = _upsert_sql()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -103,93 +205,92 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class AlertStore:
-    """One connection, used from one thread (the alert writer)."""
+    """One connection, used from one thread (the alert writer); readers open their own."""
 
     def __init__(self, folder: str | Path, readonly: bool = False) -> None:
         self.folder = Path(folder)
         self.snapshots = self.folder / SNAPSHOT_DIR
+        if readonly and not (self.folder / DB_NAME).is_file():
+            raise InputError(f"{self.folder}: no alert store here ({DB_NAME} missing)")
         try:
             if not readonly:
                 self.snapshots.mkdir(parents=True, exist_ok=True)
-            elif not (self.folder / DB_NAME).is_file():
-                raise StoreError(f"{self.folder}: no alert store here ({DB_NAME} missing)")
             uri = f"file:{self.folder / DB_NAME}" + ("?mode=ro" if readonly else "")
             self.db = sqlite3.connect(
-                uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False
+                uri, uri=True, timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
+            self.db.row_factory = sqlite3.Row
             if not readonly:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
-                self.db.executescript(SCHEMA)
-                self._check_version(create=True)
+                self.db.executescript(create_table_sql())
+                self._upgrade()
                 self.sweep()
             else:
-                self._check_version(create=False)
+                self._check_version(self._version())
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot open the alert store in {self.folder}: {err}") from None
 
-    def _check_version(self, create: bool) -> None:
+    # ---- schema version ----------------------------------------------------------------------------
+    def _version(self) -> int | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None and create:
-            self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif row is None or int(row[0]) != SCHEMA_VERSION:
-            found = None if row is None else row[0]
+        return None if row is None else int(row[0])
+
+    def _check_version(self, found: int | None) -> None:
+        if found != SCHEMA_VERSION:
+            older = found is not None and found < SCHEMA_VERSION
             raise StoreError(
                 f"{self.folder}: alert store schema version {found}, this tool reads {SCHEMA_VERSION}"
+                + ("; run edge-run on it once to upgrade it" if older else "")
             )
+
+    def _upgrade(self) -> None:
+        """A new store gets the current version; an older one gains its missing columns (each
+        has a default or is nullable) and the current version; a newer one is refused."""
+        found = self._version()
+        if found is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            return
+        if found > SCHEMA_VERSION:
+            self._check_version(found)
+        present = {row["name"] for row in self.db.execute("PRAGMA table_info(alerts)")}
+        missing = [c for c in COLUMNS if c.name not in present]
+        if not missing and found == SCHEMA_VERSION:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for c in missing:
+                self.db.execute(f"ALTER TABLE alerts ADD COLUMN {c.name} {c.sql.replace(' UNIQUE', '')}")
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()
 
     # ---- writing ---------------------------------------------------------------------------------
-    def write(self, alert: Alert, snapshot_jpeg: bytes | None) -> Alert:
-        """Insert a new alert, or replace the caption/snapshot/peak of one already written."""
-        old_snapshot = None
-        if alert.id is not None:
-            row = self.db.execute("SELECT snapshot FROM alerts WHERE id = ?", (alert.id,)).fetchone()
-            old_snapshot = row[0] if row else None
+    def write(self, alert: Alert, snapshot_jpeg: bytes | None) -> bool:
+        """Insert the alert of a new event, or update the row of its event (same uid) with a new
+        caption, peak and snapshot. Fills `alert.id` and `alert.created`; True if a row was
+        inserted, False if an existing one was updated."""
+        old = self.db.execute(
+            "SELECT id, snapshot, created FROM alerts WHERE uid = ?", (alert.uid,)
+        ).fetchone()
         name = None
         if snapshot_jpeg is not None:
             name = f"{alert.uid}-{int(time.time() * 1000)}.jpg"
             write_atomic(self.snapshots / name, snapshot_jpeg)
             alert.snapshot, alert.snapshot_bytes = f"{SNAPSHOT_DIR}/{name}", len(snapshot_jpeg)
-        values = (
-            alert.uid,
-            alert.camera,
-            alert.anomaly,
-            alert.start_time,
-            alert.end_time,
-            alert.peak_score,
-            alert.peak_time,
-            alert.what,
-            alert.who,
-            alert.location,
-            alert.caption,
-            json.dumps(alert.triplets),
-            json.dumps(alert.zones),
-            alert.snapshot,
-            alert.snapshot_bytes,
-            alert.model_sha256,
-            alert.config_version,
-        )
+        alert.created = old["created"] if old is not None else time.time()
+        values = [
+            json.dumps(getattr(alert, c.name)) if c.is_json else getattr(alert, c.name) for c in WRITTEN
+        ]
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            if alert.id is None:
-                cur = self.db.execute(
-                    "INSERT INTO alerts (uid, camera, anomaly, start_time, end_time, peak_score, peak_time, "
-                    "what, "
-                    "who, location, caption, triplets, zones, snapshot, snapshot_bytes, model_sha256, "
-                    "config_version, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (*values, time.time()),
-                )
-                alert.id = cur.lastrowid
-            else:
-                self.db.execute(
-                    "UPDATE alerts SET uid=?, camera=?, anomaly=?, start_time=?, end_time=?, peak_score=?, "
-                    "peak_time=?, what=?, who=?, location=?, caption=?, triplets=?, zones=?, snapshot=?, "
-                    "snapshot_bytes=?, model_sha256=?, config_version=? WHERE id=?",
-                    (*values, alert.id),
-                )
+            self.db.execute(UPSERT_SQL, values)
+            alert.id = int(self.db.execute("SELECT id FROM alerts WHERE uid = ?", (alert.uid,)).fetchone()[0])
             self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:
@@ -197,12 +298,14 @@ class AlertStore:
             if name is not None:
                 (self.snapshots / name).unlink(missing_ok=True)
             raise
-        if old_snapshot and name is not None and old_snapshot != alert.snapshot:
-            (self.folder / old_snapshot).unlink(missing_ok=True)
-        return alert
+        if old is not None and old["snapshot"] and name is not None and old["snapshot"] != alert.snapshot:
+            (self.folder / old["snapshot"]).unlink(missing_ok=True)
+        return old is None
 
-    def close_alert(self, alert_id: int, end_time: float) -> None:
-        self.db.execute("UPDATE alerts SET end_time = ? WHERE id = ?", (end_time, alert_id))
+    def close_alert(self, uid: str, end_time: float) -> bool:
+        """Record when the event ended; False if no row holds that event (its caption failed)."""
+        cur = self.db.execute("UPDATE alerts SET end_time = ? WHERE uid = ?", (end_time, uid))
+        return cur.rowcount > 0
 
     # ---- housekeeping ----------------------------------------------------------------------------
     def sweep(self) -> int:
@@ -228,7 +331,9 @@ class AlertStore:
             "SELECT id, snapshot FROM alerts WHERE start_time < ? ORDER BY id", (now - max_age_s,)
         )
         while self.disk_bytes() > max_bytes:
-            n = self._delete("SELECT id, snapshot FROM alerts ORDER BY start_time, id LIMIT 10", ())
+            n = self._delete(
+                "SELECT id, snapshot FROM alerts ORDER BY start_time, id LIMIT ?", (QUOTA_DELETE_BATCH,)
+            )
             if n == 0:
                 break
             removed += n
@@ -244,52 +349,13 @@ class AlertStore:
         return len(rows)
 
     # ---- reading ---------------------------------------------------------------------------------
-    def _alert(self, row: sqlite3.Row | tuple[Any, ...]) -> Alert:
-        (
-            aid,
-            uid,
-            camera,
-            anomaly,
-            start,
-            end,
-            peak,
-            peak_t,
-            what,
-            who,
-            where,
-            caption,
-            triplets,
-            zones,
-            snap,
-            snap_bytes,
-            model,
-            cfg,
-            _created,
-        ) = row
-        return Alert(
-            camera,
-            anomaly,
-            start,
-            peak,
-            peak_t,
-            what,
-            who,
-            where,
-            caption,
-            json.loads(triplets),
-            json.loads(zones),
-            model,
-            cfg,
-            end,
-            uid,
-            snap,
-            snap_bytes,
-            aid,
-        )
+    @staticmethod
+    def _alert(row: sqlite3.Row) -> Alert:
+        return Alert(**{c.name: json.loads(row[c.name]) if c.is_json else row[c.name] for c in COLUMNS})
 
     def alerts(self, limit: int | None = None) -> Iterator[Alert]:
-        query = "SELECT * FROM alerts ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
-        for row in self.db.execute(query).fetchall():
+        query = "SELECT * FROM alerts ORDER BY id DESC" + (" LIMIT ?" if limit else "")
+        for row in self.db.execute(query, (int(limit),) if limit else ()).fetchall():
             yield self._alert(row)
 
     def get(self, alert_id: int) -> Alert | None:

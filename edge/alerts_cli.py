@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from h2a.edge.alerts import Alert, AlertStore
-from h2a.runtime.errors import H2AError
+from h2a.runtime.cli import run_main
+from h2a.runtime.errors import InputError
 
 
 def _when(t: float | None) -> str:
@@ -59,37 +61,42 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export", help="all alerts as JSON lines (for log shippers)")
     export.add_argument("--jsonl", type=Path, required=True, help="file to write, or - for stdout")
     args = p.parse_args(argv)
-    try:
-        store = AlertStore(args.alerts, readonly=True)
-        if args.command == "list":
-            alerts = list(store.alerts(args.limit))
-            print(f"{'id':>5}  {'start':<19}  {'camera':<10} {'anomaly':<13} {'peak':>5}  caption")
-            for a in alerts:
-                print(_line(a))
-            print(f"{store.count()} alerts in {args.alerts}")
-        elif args.command == "show":
-            alert = store.get(args.id)
-            if alert is None:
-                raise H2AError(f"no alert {args.id} in {args.alerts}")
-            print(_show(alert, args.alerts))
-        else:
-            lines = [json.dumps(a.as_json()) for a in reversed(list(store.alerts()))]
-            text = "\n".join(lines) + ("\n" if lines else "")
-            if str(args.jsonl) == "-":
-                sys.stdout.write(text)
-            else:
-                tmp = args.jsonl.with_name(args.jsonl.name + ".tmp")
-                tmp.write_text(text)
-                tmp.replace(args.jsonl)
-                print(f"wrote {len(lines)} alerts to {args.jsonl}")
-    except H2AError as err:
-        print(f"edge-alerts: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"edge-alerts: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main("edge-alerts", lambda: COMMANDS[args.command](args))
 
+
+def cmd_list(args: argparse.Namespace) -> None:
+    store = AlertStore(args.alerts, readonly=True)
+    print(f"{'id':>5}  {'start':<19}  {'camera':<10} {'anomaly':<13} {'peak':>5}  caption")
+    for a in store.alerts(args.limit):
+        print(_line(a))
+    print(f"{store.count()} alerts in {args.alerts}")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    alert = AlertStore(args.alerts, readonly=True).get(args.id)
+    if alert is None:
+        raise InputError(f"no alert {args.id} in {args.alerts}")
+    print(_show(alert, args.alerts))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    store = AlertStore(args.alerts, readonly=True)
+    lines = [json.dumps(a.as_json()) for a in reversed(list(store.alerts()))]
+    text = "\n".join(lines) + ("\n" if lines else "")
+    if str(args.jsonl) == "-":
+        sys.stdout.write(text)
+    else:
+        tmp = args.jsonl.with_name(args.jsonl.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(args.jsonl)
+        print(f"wrote {len(lines)} alerts to {args.jsonl}")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "list": cmd_list,
+    "show": cmd_show,
+    "export": cmd_export,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

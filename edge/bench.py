@@ -29,10 +29,13 @@ import cv2
 import numpy as np
 
 from h2a.runtime.bundle import load_bundle
+from h2a.runtime.cli import run_main
 from h2a.runtime.engine import SPIN_MODES, Engine
 from h2a.runtime.errors import H2AError
 
 CAPTION_TOKENS = 48
+#: The pipeline run logs no status line (its figures come from its stats).
+STATUS_NEVER = float("inf")
 
 
 def _frames(size: tuple[int, int], count: int, seed: int = 0) -> list[np.ndarray]:
@@ -101,8 +104,8 @@ def bench_int8(fp32: Engine, int8: Engine, repeats: int) -> dict[str, Any]:
 
 def bench_pipeline(engine: Engine, frames: list[np.ndarray], workdir: Path) -> dict[str, Any]:
     from h2a.edge.config import ConfigWatcher
-    from h2a.edge.pipeline import Pipeline, PipelineOptions
-    from h2a.edge.sources import FrameSource, SourceSpec
+    from h2a.edge.pipeline import PipelineOptions, build_pipeline
+    from h2a.edge.sources import SourceSpec
 
     video = workdir / "bench.avi"
     h, w = frames[0].shape[:2]
@@ -126,12 +129,11 @@ def bench_pipeline(engine: Engine, frames: list[np.ndarray], workdir: Path) -> d
     watcher = ConfigWatcher(
         None, m.labels.anomalies, dict(m.thresholds.anomaly), {a: 0.0 for a in m.labels.anomalies}
     )
-    source = FrameSource(SourceSpec("file", str(video), False))
-    pipeline = Pipeline(
+    pipeline = build_pipeline(
         engine,
-        source,
+        SourceSpec("file", str(video), False),
         watcher,
-        PipelineOptions(workdir / "alerts", status_every=1e9),
+        PipelineOptions(workdir / "alerts", status_every=STATUS_NEVER),
         str(m.provenance.get("model_sha256", "")),
     )
     logging.getLogger("h2a").setLevel(logging.WARNING)
@@ -295,17 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8", type=Path, help="an INT8 bundle of the same model: INT8 vs FP32 ratios")
     p.add_argument("--spin", choices=SPIN_MODES, default="auto", help="as edge-run --spin (default auto)")
     args = p.parse_args(argv)
-    try:
-        result = run(
-            args.engine, args.frames, args.repeats, args.checkpoint, args.threads, args.int8, args.spin
-        )
-    except H2AError as err:
-        print(f"edge-bench: error: {err}", file=sys.stderr)
-        return err.exit_code
+    return run_main("edge-bench", lambda: report(args))
+
+
+def report(args: argparse.Namespace) -> None:
+    result = run(args.engine, args.frames, args.repeats, args.checkpoint, args.threads, args.int8, args.spin)
     print(table(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

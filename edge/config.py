@@ -36,13 +36,15 @@ points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from h2a.edge.events import TypeThresholds
 from h2a.runtime.errors import H2AError
+from h2a.runtime.schema import SchemaError, from_data
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,30 +52,39 @@ else:  # pragma: no cover - JetPack 6 ships Python 3.10
     import tomli as tomllib
 
 
+T = TypeVar("T")
+#: Characters of the file's sha256 that name a config version (recorded in every alert).
+VERSION_CHARS = 12
+
+
 class ConfigError(H2AError):
     exit_code = 2
+
+
+NON_NEGATIVE: dict[str, Any] = {"min": 0}
 
 
 @dataclass(frozen=True)
 class CameraConfig:
     name: str = "camera"
-    fps_cap: float = 0.0
-    frame_stride: int = 1
-    freeze_timeout: float = 5.0
-    reconnect_min: float = 1.0
-    reconnect_max: float = 30.0
+    fps_cap: float = field(default=0.0, metadata=NON_NEGATIVE)
+    frame_stride: int = field(default=1, metadata={"min": 1})
+    freeze_timeout: float = field(default=5.0, metadata=NON_NEGATIVE)
+    reconnect_min: float = field(default=1.0, metadata=NON_NEGATIVE)
+    reconnect_max: float = field(default=30.0, metadata=NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    triplet_score: float = -1.0  # below 0: the bundle's default
+    # below 0 (the default): the bundle's own triplet threshold
+    triplet_score: float = field(default=-1.0, metadata={"min": 0.0, "max": 1.0})
 
 
 @dataclass(frozen=True)
 class AlertConfig:
-    retention_days: float = 30.0
-    max_disk_mb: float = 2048.0
-    jpeg_quality: int = 90
+    retention_days: float = field(default=30.0, metadata=NON_NEGATIVE)
+    max_disk_mb: float = field(default=2048.0, metadata=NON_NEGATIVE)
+    jpeg_quality: int = field(default=90, metadata={"min": 1, "max": 100})
 
 
 @dataclass(frozen=True)
@@ -93,28 +104,12 @@ class EdgeConfig:
     version: str = "defaults"  # a short hash of the file, recorded in every alert
 
 
-def _section(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"config: [{where}] must be a table")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in data.items():
-        if key not in known:
-            raise ConfigError(f"config: unknown key '{where}.{key}' (known: {', '.join(sorted(known))})")
-        default = getattr(cls(), key) if key != "name" or cls is CameraConfig else ""
-        if isinstance(default, bool) or not isinstance(value, (int, float, str)) or isinstance(value, bool):
-            raise ConfigError(f"config: '{where}.{key}' has the wrong type ({type(value).__name__})")
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, str):
-                raise ConfigError(f"config: '{where}.{key}' must be a number, got {value!r}")
-            if isinstance(default, int) and not isinstance(value, int):
-                raise ConfigError(f"config: '{where}.{key}' must be a whole number, got {value!r}")
-            if value < 0:
-                raise ConfigError(f"config: '{where}.{key}' must not be negative, got {value}")
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise ConfigError(f"config: '{where}.{key}' must be text, got {value!r}")
-        values[key] = value
-    return cls(**values)
+def _section(cls: type[T], data: Any, where: str) -> T:
+    """One table through the shared checker (h2a.runtime.schema): types, bounds, unknown keys."""
+    try:
+        return from_data(cls, data, where)
+    except SchemaError as err:
+        raise ConfigError(f"config: {err}") from None
 
 
 def _polygons(items: Any, where: str, named: bool) -> tuple[Polygon, ...]:
@@ -159,8 +154,6 @@ def parse_config(
         if key not in allowed:
             raise ConfigError(f"config: unknown section '{key}' (known: {', '.join(sorted(allowed))})")
     camera = _section(CameraConfig, data.get("camera", {}), "camera")
-    if camera.frame_stride < 1:
-        raise ConfigError("config: 'camera.frame_stride' must be at least 1")
     if camera.reconnect_max < camera.reconnect_min:
         raise ConfigError("config: 'camera.reconnect_max' must not be below 'camera.reconnect_min'")
     defaults = data.get("defaults", {})
@@ -175,7 +168,7 @@ def parse_config(
     thresholds = {}
     for name in anomalies:
         merged = {
-            "enter": default_enter.get(name, 0.5),
+            "enter": default_enter.get(name, TypeThresholds().enter),
             **_as_table(defaults, "defaults"),
             **_as_table(per_type.get(name, {}), f"anomaly.{name}"),
         }
@@ -187,11 +180,7 @@ def parse_config(
             raise ConfigError(f"config: {err}") from None
         thresholds[name] = th
     detection = _section(DetectionConfig, data.get("detection", {}), "detection")
-    if "triplet_score" in data.get("detection", {}) and not 0 <= detection.triplet_score <= 1:
-        raise ConfigError("config: 'detection.triplet_score' must lie in [0, 1]")
     alerts = _section(AlertConfig, data.get("alerts", {}), "alerts")
-    if not 1 <= alerts.jpeg_quality <= 100:
-        raise ConfigError("config: 'alerts.jpeg_quality' must lie in [1, 100]")
     return EdgeConfig(
         camera,
         detection,
@@ -210,8 +199,6 @@ def _as_table(value: Any, where: str) -> dict[str, Any]:
 
 
 def load_config(path: Path | None, anomalies: list[str], default_enter: dict[str, float]) -> EdgeConfig:
-    import hashlib
-
     if path is None:
         return parse_config("", anomalies, default_enter, "defaults")
     try:
@@ -219,7 +206,10 @@ def load_config(path: Path | None, anomalies: list[str], default_enter: dict[str
     except OSError as err:
         raise ConfigError(f"config: cannot read {path} ({err.strerror})") from None
     return parse_config(
-        raw.decode("utf-8", errors="replace"), anomalies, default_enter, hashlib.sha256(raw).hexdigest()[:12]
+        raw.decode("utf-8", errors="replace"),
+        anomalies,
+        default_enter,
+        hashlib.sha256(raw).hexdigest()[:VERSION_CHARS],
     )
 
 

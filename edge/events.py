@@ -12,19 +12,28 @@ hand-made score sequences and replays of recorded clips alike.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 
 TIME_EPS = 1e-6  # timestamps are floats: 0.3 - 0.1 must count as 0.2 s
 
 
+#: Bounds the config checker (h2a.runtime.schema) applies to a threshold field.
+UNIT = {"min": 0.0, "max": 1.0}
+NON_NEGATIVE = {"min": 0.0}
+
+
 @dataclass(frozen=True)
 class TypeThresholds:
-    enter: float = 0.5
-    exit: float = 0.35
-    min_duration: float = 0.5  # seconds at or above `enter` before an event opens
-    cooldown: float = 10.0  # seconds after an event closes before the same type may open again
-    ema: float = 0.5  # weight of the newest frame in the moving average (1 = no smoothing)
+    enter: float = field(default=0.5, metadata=UNIT)
+    exit: float = field(default=0.35, metadata=UNIT)
+    # seconds at or above `enter` before an event opens
+    min_duration: float = field(default=0.5, metadata=NON_NEGATIVE)
+    # seconds after an event closes before the same type may open again
+    cooldown: float = field(default=10.0, metadata=NON_NEGATIVE)
+    # weight of the newest frame in the moving average (1 = no smoothing)
+    ema: float = field(default=0.5, metadata=UNIT)
 
     def check(self, where: str) -> None:
         for key, value in (("enter", self.enter), ("exit", self.exit), ("ema", self.ema)):
@@ -52,6 +61,12 @@ class Change(Enum):
     CLOSED = "closed"
 
 
+def new_event_id() -> str:
+    """A random 128-bit id: unique across restarts and cameras, so it can key the alert row and
+    the messages that leave the box (Python's `id()` of an event is reused once it is freed)."""
+    return uuid.uuid4().hex
+
+
 @dataclass
 class Event:
     anomaly: str
@@ -61,6 +76,7 @@ class Event:
     end: float | None = None
     peak_frame: int = -1
     captioned_score: float = 0.0  # peak score of the last caption job, to rate-limit re-captions
+    uid: str = field(default_factory=new_event_id)  # assigned once, when the event opens
 
 
 @dataclass

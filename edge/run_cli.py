@@ -13,10 +13,9 @@ from pathlib import Path
 from types import FrameType
 
 from h2a.runtime.bundle import load_bundle
+from h2a.runtime.cli import run_main
 from h2a.runtime.engine import CAPTION_THREADS, SPIN_MODES
-from h2a.runtime.errors import H2AError
-
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SOURCE = 0, 1, 2, 3
+from h2a.runtime.errors import EXIT_OK, EXIT_USAGE
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,25 +68,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if args.inspect:
-            from h2a.edge.inspect_bundle import summarize
+    return run_main("edge-run", lambda: dispatch(args))
 
-            print(summarize(load_bundle(args.engine, require_backend=False)))
-            return EXIT_OK
-        if args.camera is None and args.source is None:
-            print("edge-run: error: give --camera N or --source PATH_OR_URL (or --inspect)", file=sys.stderr)
-            return EXIT_USAGE
-        return run(args)
-    except H2AError as err:
-        print(f"edge-run: error: {err}", file=sys.stderr)
-        return err.exit_code
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.inspect:
+        from h2a.edge.inspect_bundle import summarize
+
+        print(summarize(load_bundle(args.engine, require_backend=False)))
+        return EXIT_OK
+    if args.camera is None and args.source is None:
+        print("edge-run: error: give --camera N or --source PATH_OR_URL (or --inspect)", file=sys.stderr)
+        return EXIT_USAGE
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
     from h2a.edge.config import ConfigError, ConfigWatcher
-    from h2a.edge.pipeline import Pipeline, PipelineOptions
-    from h2a.edge.sources import FrameSource, parse_source
+    from h2a.edge.pipeline import PipelineOptions, build_pipeline
+    from h2a.edge.sources import parse_source
     from h2a.edge.telemetry import log_event, setup_logging
     from h2a.runtime.engine import Engine
 
@@ -105,21 +104,11 @@ def run(args: argparse.Namespace) -> int:
     spec = parse_source(args.camera, args.source)
     providers = args.providers.split(",") if args.providers else None
     engine = Engine(bundle, providers, args.threads, args.caption_threads, hoi_spin=args.spin)
-    cam = watcher.config.camera
-    pipeline: Pipeline | None = None
-    source = FrameSource(
-        spec,
-        cam.freeze_timeout,
-        cam.reconnect_min,
-        cam.reconnect_max,
-        stop=lambda: pipeline is not None and pipeline.stop_event.is_set(),
-    )
     options = PipelineOptions(None if args.dry_run else args.alerts, args.max_frames, args.status_every)
-    pipeline = Pipeline(engine, source, watcher, options, str(m.provenance.get("model_sha256", "")))
+    pipeline = build_pipeline(engine, spec, watcher, options, str(m.provenance.get("model_sha256", "")))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log_event("stopping", signal=signal.Signals(signum).name)
-        assert pipeline is not None
         pipeline.stop_event.set()
 
     signal.signal(signal.SIGINT, stop)
@@ -135,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     log_event(
         "stopped",
         frames=stats.get("frames_processed"),
+        events=stats.get("events_opened"),
         alerts=stats.get("alerts_written"),
         alert_errors=stats.get("alert_errors"),
     )

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections import deque
+from datetime import datetime
 
 import numpy as np
 
@@ -31,6 +32,11 @@ def setup_logging(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def iso_time(t: float) -> str:
+    """Epoch seconds -> local ISO 8601 with its UTC offset, as a person reads a log line."""
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="milliseconds")
 
 
 def log_event(event: str, level: int = logging.INFO, **fields: object) -> None:

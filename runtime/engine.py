@@ -31,13 +31,11 @@ class Detection:
     geometry: Letterbox
     image_tokens: np.ndarray  # (1, T, D), kept for the caption of this frame
 
-    def frame_boxes(self, input_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def frame_boxes(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Subject and object boxes of each triplet in frame pixels (x1, y1, x2, y2)."""
         out = []
         for t in self.triplets:
-            pair = boxes_to_frame(
-                np.array([t.subject_box, t.object_box], np.float32), self.geometry, input_size
-            )
+            pair = boxes_to_frame(np.array([t.subject_box, t.object_box], np.float32), self.geometry)
             out.append((pair[0], pair[1]))
         return out
 

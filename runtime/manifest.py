@@ -8,10 +8,11 @@ type, so a hand-edited or foreign manifest is refused with a line a person can a
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from h2a.runtime.errors import BundleError
+from h2a.runtime.schema import SchemaError, from_data
 
 FORMAT = "h2a.plan"
 FORMAT_VERSION = 2  # 2: dec_step takes one cache / cross K/V input per layer
@@ -22,7 +23,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 @dataclass(frozen=True)
 class GraphEntry:
     member: str  # archive path of the graph file
-    precision: str  # fp32 | fp16 | int8
+    precision: str = field(metadata={"choices": PRECISIONS})
     format: str = "onnx"  # onnx | tensorrt-engine
     quantization: str | None = None  # e.g. "static-qdq-u8s8", "dynamic-s8"; None for float graphs
     accuracy_delta: dict[str, float] | None = None  # measured against FP32 on held-out data
@@ -86,7 +87,7 @@ class Member:
 class Manifest:
     format: str
     format_version: int
-    backend: str
+    backend: str = field(metadata={"choices": BACKENDS})
     created: str
     tool_version: str
     graphs: dict[str, GraphEntry]
@@ -118,54 +119,8 @@ class Manifest:
                 f"unknown bundle format version {version!r} (this runtime reads {FORMAT_VERSION}); "
                 "re-export the bundle with the edge-export that matches this runtime"
             )
-        manifest = _build(Manifest, data, "")
-        if manifest.backend not in BACKENDS:
-            raise BundleError(f"manifest.json: 'backend' is {manifest.backend!r}, expected one of {BACKENDS}")
-        for name, graph in manifest.graphs.items():
-            if graph.precision not in PRECISIONS:
-                raise BundleError(f"manifest.json: 'graphs.{name}.precision' is {graph.precision!r}")
+        try:
+            manifest = from_data(Manifest, data, unknown="ignore")  # newer writers may add keys
+        except SchemaError as err:
+            raise BundleError(f"manifest.json: {err}") from None
         return manifest
-
-
-_T = TypeVar("_T")
-_NESTED: dict[str, type] = {
-    "labels": Labels,
-    "preprocess": Preprocess,
-    "hoi": HOIConstants,
-    "decoder": DecoderConstants,
-    "thresholds": Thresholds,
-}
-_SCALARS: dict[str, type | tuple[type, ...]] = {"int": int, "str": str, "float": (int, float), "bool": bool}
-
-
-def _build(cls: type[_T], data: Any, where: str) -> _T:
-    """Construct dataclass `cls` from JSON `data`, checking keys and scalar types by name."""
-    if not isinstance(data, dict):
-        raise BundleError(f"manifest.json: {where.rstrip('.') or 'top level'} must be an object")
-    values: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        key = where + f.name
-        if f.name not in data:
-            if f.name == "members":
-                continue
-            raise BundleError(f"manifest.json: missing key '{key}'")
-        value = data[f.name]
-        type_name = str(f.type)
-        if f.name in _NESTED and cls is Manifest:
-            value = _build(_NESTED[f.name], value, key + ".")
-        elif f.name == "graphs":
-            value = {k: _build(GraphEntry, v, f"{key}.{k}.") for k, v in _as_dict(value, key).items()}
-        elif f.name == "members":
-            value = {k: _build(Member, v, f"{key}.{k}.") for k, v in _as_dict(value, key).items()}
-        elif type_name in _SCALARS and (
-            not isinstance(value, _SCALARS[type_name]) or (type_name != "bool" and isinstance(value, bool))
-        ):
-            raise BundleError(f"manifest.json: '{key}' must be {type_name}, got {type(value).__name__}")
-        values[f.name] = value
-    return cls(**values)
-
-
-def _as_dict(value: Any, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BundleError(f"manifest.json: '{key}' must be an object")
-    return value

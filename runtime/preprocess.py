@@ -19,8 +19,12 @@ PAD_VALUE = 114
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Where the frame landed on the square canvas: canvas = frame * scale + (pad_x, pad_y)."""
+    """Where the frame landed on the `size` x `size` canvas: canvas = frame * scale + (pad_x, pad_y).
 
+    It carries its canvas size, so mapping boxes back to the frame needs nothing else.
+    """
+
+    size: int
     scale: float
     pad_x: int
     pad_y: int
@@ -34,12 +38,12 @@ def letterbox_geometry(frame_w: int, frame_h: int, size: int) -> Letterbox:
     scale = min(size / frame_w, size / frame_h)
     new_w = max(1, min(size, round(frame_w * scale)))
     new_h = max(1, min(size, round(frame_h * scale)))
-    return Letterbox(scale, (size - new_w) // 2, (size - new_h) // 2, new_w, new_h, frame_w, frame_h)
+    return Letterbox(size, scale, (size - new_w) // 2, (size - new_h) // 2, new_w, new_h, frame_w, frame_h)
 
 
-def boxes_to_frame(boxes: np.ndarray, geo: Letterbox, size: int) -> np.ndarray:
+def boxes_to_frame(boxes: np.ndarray, geo: Letterbox) -> np.ndarray:
     """Model boxes (..., 4) cx, cy, w, h in [0, 1] of the canvas -> x1, y1, x2, y2 frame pixels."""
-    cx, cy, w, h = (boxes[..., i] * size for i in range(4))
+    cx, cy, w, h = (boxes[..., i] * geo.size for i in range(4))
     x1 = (cx - w / 2 - geo.pad_x) / geo.scale
     y1 = (cy - h / 2 - geo.pad_y) / geo.scale
     x2 = (cx + w / 2 - geo.pad_x) / geo.scale
@@ -50,13 +54,13 @@ def boxes_to_frame(boxes: np.ndarray, geo: Letterbox, size: int) -> np.ndarray:
     return out
 
 
-def boxes_to_canvas(boxes_xyxy: np.ndarray, geo: Letterbox, size: int) -> np.ndarray:
+def boxes_to_canvas(boxes_xyxy: np.ndarray, geo: Letterbox) -> np.ndarray:
     """Frame pixels x1, y1, x2, y2 -> cx, cy, w, h in [0, 1] of the canvas (training targets)."""
     x1 = boxes_xyxy[..., 0] * geo.scale + geo.pad_x
     y1 = boxes_xyxy[..., 1] * geo.scale + geo.pad_y
     x2 = boxes_xyxy[..., 2] * geo.scale + geo.pad_x
     y2 = boxes_xyxy[..., 3] * geo.scale + geo.pad_y
-    return np.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), axis=-1) / size
+    return np.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), axis=-1) / geo.size
 
 
 class Preprocessor:

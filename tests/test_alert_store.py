@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -47,19 +48,24 @@ def make_alert(i: int = 0, start: float | None = None) -> Alert:
 
 def test_write_update_and_read_back(tmp_path: Path) -> None:
     store = AlertStore(tmp_path)
-    a = store.write(make_alert(), b"\xff\xd8jpeg1")
+    a = make_alert()
+    assert store.write(a, b"\xff\xd8jpeg1") is True  # a new row
     first_snapshot = a.snapshot
-    assert a.id == 1 and (tmp_path / first_snapshot).read_bytes() == b"\xff\xd8jpeg1"
-    a.caption, a.peak_score = "better caption", 0.9
-    store.write(a, b"\xff\xd8jpeg2")  # a peak re-caption replaces the snapshot
-    store.close_alert(a.id, a.start_time + 3)
+    assert a.id == 1 and first_snapshot and (tmp_path / first_snapshot).read_bytes() == b"\xff\xd8jpeg1"
+    # a peak re-caption of the same event: a fresh Alert object with the event's uid
+    again = dataclasses.replace(make_alert(), uid=a.uid, caption="better caption", peak_score=0.9)
+    assert store.write(again, b"\xff\xd8jpeg2") is False  # the same row, updated
+    assert again.id == a.id and again.created == a.created
+    assert store.close_alert(a.uid, a.start_time + 3)
+    assert not store.close_alert("no-such-event", 1.0)
     got = store.get(1)
     assert (
         got is not None
         and got.caption == "better caption"
         and got.end_time == pytest.approx(a.start_time + 3)
     )
-    assert not (tmp_path / first_snapshot).exists() and (tmp_path / got.snapshot).is_file()
+    assert got.snapshot and (tmp_path / got.snapshot).is_file()
+    assert not (tmp_path / first_snapshot).exists()  # the re-caption replaced the snapshot
     assert store.integrity() == "ok"
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -120,7 +126,8 @@ from h2a.edge.alerts import AlertStore
 store = AlertStore(sys.argv[1])
 i = 0
 while True:
-    a = store.write(make_alert(i), b"\\xff\\xd8" + bytes(20000))
+    a = make_alert(i)
+    store.write(a, b"\\xff\\xd8" + bytes(20000))
     print(a.id, flush=True)   # reported written only after the commit returned
     i += 1
 """
@@ -146,3 +153,57 @@ def test_kill_9_during_heavy_writing_loses_no_reported_alert(tmp_path: Path) -> 
     for alert in store.alerts():
         assert alert.snapshot and (tmp_path / alert.snapshot).stat().st_size == alert.snapshot_bytes
     assert not [p for p in (tmp_path / SNAPSHOT_DIR).iterdir() if p.name.endswith(".tmp")]
+
+
+#: The table as the first release wrote it, literally: the derived schema must read such stores.
+FIRST_RELEASE_TABLE = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT NOT NULL UNIQUE, camera TEXT NOT NULL,
+    anomaly TEXT NOT NULL, start_time REAL NOT NULL, end_time REAL, peak_score REAL NOT NULL,
+    peak_time REAL NOT NULL, what TEXT NOT NULL, who TEXT NOT NULL, location TEXT NOT NULL,
+    caption TEXT NOT NULL, triplets TEXT NOT NULL, zones TEXT NOT NULL, snapshot TEXT,
+    snapshot_bytes INTEGER NOT NULL DEFAULT 0, model_sha256 TEXT NOT NULL,
+    config_version TEXT NOT NULL {created}
+);
+"""
+FIRST_RELEASE_ROW = (
+    "INSERT INTO alerts (uid, camera, anomaly, start_time, peak_score, peak_time, what, who, location, "
+    "caption, triplets, zones, model_sha256, config_version{created_col}) VALUES ('u1', 'cam', "
+    "'riot', 5.0, 0.7, 6.0, 'w', 'h', 'l', 'old caption', '[]', '[]', 'm', 'v'{created_val})"
+)
+
+
+def _old_store(folder: Path, version: int, with_created: bool) -> None:
+    db = sqlite3.connect(folder / "alerts.db")
+    db.executescript(FIRST_RELEASE_TABLE.format(created=", created REAL NOT NULL" if with_created else ""))
+    db.execute(
+        FIRST_RELEASE_ROW.format(
+            created_col=", created" if with_created else "", created_val=", 7.0" if with_created else ""
+        )
+    )
+    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    db.commit()
+    db.close()
+
+
+def test_a_first_release_store_is_read_and_written_by_name(tmp_path: Path) -> None:
+    _old_store(tmp_path, 1, with_created=True)
+    (tmp_path / SNAPSHOT_DIR).mkdir()
+    (old,) = AlertStore(tmp_path, readonly=True).alerts()
+    assert (old.uid, old.caption, old.created, old.end_time) == ("u1", "old caption", 7.0, None)
+    store = AlertStore(tmp_path)
+    new = make_alert(1)
+    assert store.write(new, None) and new.id == 2
+    assert [a.uid for a in store.alerts()] == [new.uid, "u1"]
+
+
+def test_an_older_schema_gains_its_missing_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    _old_store(tmp_path, 0, with_created=False)
+    with pytest.raises(StoreError, match="schema version 0, this tool reads 1; run edge-run on it once"):
+        AlertStore(tmp_path, readonly=True)
+    store = AlertStore(tmp_path)  # the writer upgrades in place
+    (old,) = store.alerts()
+    assert old.caption == "old caption" and old.created == 0.0
+    store.close()
+    assert AlertStore(tmp_path, readonly=True).count() == 1

@@ -62,3 +62,16 @@ def test_close_all_at_end_of_stream() -> None:
 def test_thresholds_are_checked(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TypeThresholds(**kwargs).check("anomaly.fighting")
+
+
+def test_every_event_gets_its_own_id_even_when_earlier_events_are_freed() -> None:
+    """Keys from `id(event)` were reused once an event was freed (4 distinct ids for 200 events):
+    each opened event must carry its own uid, the key of its alert row."""
+    engine = EventEngine({"fighting": TypeThresholds(enter=0.5, exit=0.5, min_duration=0, cooldown=0, ema=1)})
+    uids, opened = set(), 0
+    for i in range(10_000):
+        for update in engine.update(i * 0.1, {"fighting": 0.9 if i % 2 else 0.1}, i):
+            if update.change is Change.OPENED:
+                opened += 1
+                uids.add(update.event.uid)
+    assert opened == 5_000 and len(uids) == opened

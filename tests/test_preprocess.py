@@ -45,6 +45,6 @@ def test_preprocessor_matches_reference_and_reuses_its_buffer() -> None:
 def test_boxes_round_trip_through_the_letterbox(w: int, h: int, size: int) -> None:
     geo = letterbox_geometry(w, h, size)
     box = np.array([[0.1 * w, 0.2 * h, 0.7 * w, 0.9 * h]])
-    canvas = boxes_to_canvas(box, geo, size)
+    canvas = boxes_to_canvas(box, geo)
     assert ((canvas >= 0) & (canvas <= 1)).all()
-    np.testing.assert_allclose(boxes_to_frame(canvas, geo, size), box, rtol=1e-6, atol=1e-6 * max(w, h))
+    np.testing.assert_allclose(boxes_to_frame(canvas, geo), box, rtol=1e-6, atol=1e-6 * max(w, h))

@@ -90,7 +90,7 @@ class HOIDataset(Dataset[tuple[torch.Tensor, Target]]):
             flip = rng.random() < self.augment.flip
         tensor_in, geo = self.pre(image)
         tensor = torch.from_numpy(tensor_in[0].copy())  # (3, S, S)
-        canvas = boxes_to_canvas(boxes, geo, self.pre.size).astype(np.float32)  # (n, 4)
+        canvas = boxes_to_canvas(boxes, geo).astype(np.float32)  # (n, 4)
         if flip:
             tensor = tensor.flip(-1)
             canvas[:, 0] = 1.0 - canvas[:, 0]

@@ -59,7 +59,6 @@ def evaluate_engine(
     references: list[list[str]] = []
     field_f1: dict[str, list[float]] = {f: [] for f in FIELDS}
     detect_s = caption_s = 0.0
-    size = engine.manifest.preprocess.input_size
     for rec in tqdm(records, desc=f"evaluate {split}", unit="img", disable=not progress):
         frame = cv2.imread(str(rec.file), cv2.IMREAD_COLOR)
         if frame is None:
@@ -76,7 +75,7 @@ def evaluate_engine(
         preds.append(
             [
                 HOIBox(tuple(s.tolist()), tuple(o.tolist()), t.object, t.action, t.score)
-                for t, (s, o) in zip(ranked.triplets, ranked.frame_boxes(size), strict=True)
+                for t, (s, o) in zip(ranked.triplets, ranked.frame_boxes(), strict=True)
             ]
         )
         gts.append(gt_hois(rec))

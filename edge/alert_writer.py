@@ -1,0 +1,118 @@
+"""The alert writer: the one thread that owns the SQLite store.
+
+Messages are typed: `WriteAlert` (a new alert, or a re-caption of its event's alert) and
+`CloseAlert` (its event ended). Both name the event by its uid, so the store needs no memory of
+what was written: the row of an event is found by that uid, and nothing grows while `edge-run`
+runs for months. A write that fails (read-only folder, full disk, locked database) is logged and
+counted, nothing half-written stays, and detection goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from h2a.edge.alerts import Alert, AlertStore, StoreError
+from h2a.edge.config import AlertConfig
+from h2a.edge.telemetry import Stats, iso_time, log_event
+
+#: Seconds between retention passes (age and disk quota); each pass scans the table once.
+RETENTION_INTERVAL_S = 60.0
+SECONDS_PER_DAY = 86_400
+BYTES_PER_MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class WriteAlert:
+    alert: Alert  # alert.uid is its event's uid
+    jpeg: bytes | None
+
+
+@dataclass(frozen=True)
+class CloseAlert:
+    uid: str  # the event's uid
+    end_time: float
+
+
+AlertMessage = WriteAlert | CloseAlert
+
+
+class AlertWriter:
+    """`folder=None` is a dry run: alerts are logged, nothing is stored."""
+
+    def __init__(self, folder: Path | None, settings: Callable[[], AlertConfig], stats: Stats) -> None:
+        self.folder, self.settings, self.stats = folder, settings, stats
+        self._messages: queue.Queue[AlertMessage | None] = queue.Queue()
+        self._store: AlertStore | None = None
+        self._last_retention = 0.0
+
+    def put(self, message: AlertMessage | None) -> None:
+        """None ends `run` after the messages before it."""
+        self._messages.put(message)
+
+    def run(self) -> None:
+        try:
+            while (message := self._messages.get()) is not None:
+                if self.folder is None:
+                    self._dry_run(message)
+                else:
+                    self._handle(message, self.folder)
+        finally:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def _dry_run(self, message: AlertMessage) -> None:
+        if isinstance(message, WriteAlert):
+            a = message.alert
+            log_event(
+                "alert",
+                event_id=a.uid,
+                anomaly=a.anomaly,
+                score=a.peak_score,
+                caption=a.caption,
+                stored="no (dry run)",
+            )
+
+    def _handle(self, message: AlertMessage, folder: Path) -> None:
+        try:
+            if self._store is None:
+                self._store = AlertStore(folder)
+            if isinstance(message, WriteAlert):
+                self._write(self._store, message)
+            else:
+                self._store.close_alert(message.uid, message.end_time)
+            if time.monotonic() - self._last_retention > RETENTION_INTERVAL_S:
+                a = self.settings()
+                self._store.enforce_retention(
+                    a.retention_days * SECONDS_PER_DAY, a.max_disk_mb * BYTES_PER_MB
+                )
+                self._last_retention = time.monotonic()
+        except Exception as err:  # read-only folder, full disk, locked database: log, count, go on
+            self.stats.count("alert_errors")
+            log_event(
+                "alert_not_written",
+                logging.ERROR,
+                folder=str(folder),
+                error=(str(err).splitlines() or [repr(err)])[0],
+            )
+            if isinstance(err, StoreError):
+                self._store = None  # could not open: try again with the next message
+
+    def _write(self, store: AlertStore, message: WriteAlert) -> None:
+        a = message.alert
+        inserted = store.write(a, message.jpeg)
+        self.stats.count("alerts_written" if inserted else "alerts_updated")
+        log_event(
+            "alert_written" if inserted else "alert_updated",
+            id=a.id,
+            event_id=a.uid,
+            anomaly=a.anomaly,
+            score=a.peak_score,
+            start=iso_time(a.start_time),
+            caption=a.caption,
+        )

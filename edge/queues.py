@@ -1,0 +1,154 @@
+"""The hand-offs between the pipeline's threads, each bounded so nothing queues without limit.
+
+- frames from capture to detection: `LatestFrame` for live sources (the newest frame wins, an
+  untaken one is replaced and counted as dropped) or `FrameBuffer` for files (a few frames ahead,
+  nothing dropped: a file can wait for the detector);
+- caption jobs from detection to the caption worker: `CaptionQueue`, where a full queue drops its
+  oldest *peak* re-caption; openings and closings are never dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from h2a.edge.events import Change, Event
+from h2a.edge.sources import Frame
+from h2a.edge.telemetry import Stats
+from h2a.runtime.engine import Detection
+
+#: Caption jobs waiting before peak re-captions start to be dropped.
+CAPTION_QUEUE_LIMIT = 4
+#: Frames a file source may read ahead of the detector.
+FILE_READ_AHEAD = 4
+#: How long a blocked `get` waits before the caller looks at its stop flag again.
+POLL_S = 0.5
+
+
+class FrameFeed(Protocol):
+    """capture thread -> detection loop. `get` returns a frame, None on timeout, or False once the
+    capture side closed the feed and it is empty."""
+
+    def put(self, frame: Frame) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get(self, timeout: float = POLL_S) -> Frame | bool | None: ...
+
+    def depth(self) -> int: ...
+
+
+class LatestFrame:
+    """A one-slot mailbox: `put` replaces an untaken frame (counted as dropped)."""
+
+    def __init__(self, stats: Stats) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+        self.stats = stats
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._frame is not None:
+                self.stats.count("frames_dropped")
+            self._frame = frame
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float = POLL_S) -> Frame | bool | None:
+        with self._cond:
+            if self._frame is None and not self._closed:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            if frame is None and self._closed:
+                return False
+            return frame
+
+    def depth(self) -> int:
+        with self._cond:
+            return int(self._frame is not None)
+
+
+class FrameBuffer:
+    """A short FIFO for file sources: `put` waits while it is full, until `stopping()` says so."""
+
+    def __init__(self, stopping: threading.Event, limit: int = FILE_READ_AHEAD) -> None:
+        self._cond = threading.Condition()
+        self._frames: deque[Frame] = deque()
+        self._closed = False
+        self.limit, self.stopping = limit, stopping
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            while len(self._frames) >= self.limit and not self.stopping.is_set():
+                self._cond.wait(POLL_S)
+            if not self.stopping.is_set():
+                self._frames.append(frame)
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float = POLL_S) -> Frame | bool | None:
+        with self._cond:
+            if not self._frames and not self._closed:
+                self._cond.wait(timeout)
+            if self._frames:
+                frame = self._frames.popleft()
+                self._cond.notify_all()
+                return frame
+            return False if self._closed else None
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._frames)
+
+
+@dataclass
+class CaptionJob:
+    """What the caption worker needs for one event change; openings and peaks carry the frame."""
+
+    change: Change
+    event: Event
+    frame: np.ndarray | None = None  # (H, W, 3) uint8 BGR, a copy owned by the job
+    detection: Detection | None = None
+    zones: list[str] = field(default_factory=list)
+
+
+class CaptionQueue:
+    def __init__(self, stats: Stats, limit: int = CAPTION_QUEUE_LIMIT) -> None:
+        self._jobs: deque[CaptionJob | None] = deque()
+        self._cond = threading.Condition()
+        self.limit, self.stats = limit, stats
+
+    def put(self, job: CaptionJob | None) -> None:
+        """None tells the worker to finish after the jobs before it."""
+        with self._cond:
+            if job is not None and job.change is Change.PEAK and len(self._jobs) >= self.limit:
+                for old in list(self._jobs):
+                    if old is not None and old.change is Change.PEAK:
+                        self._jobs.remove(old)
+                        self.stats.count("captions_dropped")
+                        break
+            self._jobs.append(job)
+            self._cond.notify()
+
+    def get(self) -> CaptionJob | None:
+        with self._cond:
+            while not self._jobs:
+                self._cond.wait()
+            return self._jobs.popleft()
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._jobs)

@@ -1,0 +1,40 @@
+"""Config polygons on frames: masks blanked before detection, zones an alert reports.
+
+Polygon points are in [0, 1] of the frame, so one config serves any resolution.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from h2a.edge.config import Polygon
+
+
+def _pixels(polygon: Polygon, width: int, height: int) -> np.ndarray:
+    return np.array([[x * width, y * height] for x, y in polygon.points], np.float32)  # (n, 2)
+
+
+def polygon_mask(polygons: tuple[Polygon, ...], width: int, height: int) -> np.ndarray | None:
+    """(height, width) bool, True inside any polygon; None where there are none."""
+    if not polygons:
+        return None
+    mask = np.zeros((height, width), np.uint8)
+    for poly in polygons:
+        cv2.fillPoly(mask, [_pixels(poly, width, height).astype(np.int32)], 255)
+    return mask.astype(bool)
+
+
+def zones_of(
+    zones: tuple[Polygon, ...], boxes: list[tuple[np.ndarray, np.ndarray]], width: int, height: int
+) -> list[str]:
+    """Names of the zones that hold the centre of some triplet's subject box (frame pixels)."""
+    hits = []
+    for zone in zones:
+        contour = _pixels(zone, width, height)
+        for subject, _ in boxes:
+            cx, cy = float(subject[0] + subject[2]) / 2, float(subject[1] + subject[3]) / 2
+            if cv2.pointPolygonTest(contour, (cx, cy), False) >= 0:
+                hits.append(zone.name)
+                break
+    return hits
