@@ -148,6 +148,32 @@ def test_wrong_type_in_manifest_is_named(tiny_bundle: Path, tmp_path: Path) -> N
     assert_refused(bad, "'preprocess.input_size' must be int")
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("labels.objects", "person", "'labels.objects' must be a list, got str"),
+        ("labels.anomalies", None, "'labels.anomalies' must be a list, got null"),
+        ("thresholds.anomaly", "oops", "'thresholds.anomaly' must be an object, got str"),
+        ("thresholds.anomaly.fighting", "high", "'thresholds.anomaly.fighting' must be float, got str"),
+        ("graphs.hoi.precision", "int4", "'graphs.hoi.precision' must be one of fp32, fp16, int8"),
+        ("preprocess.mean", [0.5, "x", 0.5], "'preprocess.mean[1]' must be float, got str"),
+        ("decoder.eos_id", True, "'decoder.eos_id' must be int, got bool"),
+    ],
+)
+def test_mistyped_nested_manifest_values_are_named(
+    tiny_bundle: Path, tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    def mistype(members: dict[str, bytes], manifest: dict) -> None:
+        *parents, last = key.split(".")
+        node = manifest
+        for part in parents:
+            node = node[part]
+        node[last] = value
+
+    bad = rewrite(tiny_bundle, tmp_path / "mistyped.plan", mistype)
+    assert_refused(bad, message)
+
+
 def test_backend_not_installed_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
     def to_tensorrt(members: dict[str, bytes], manifest: dict) -> None:
         manifest["backend"] = "tensorrt"

@@ -52,6 +52,10 @@ def test_good_config_merges_defaults_bundle_and_per_type() -> None:
         ("[[zone]]\nname = 'x'\npoints = [[0, 0], [2, 0], [0, 1]]", "'zone[0].points'"),
         ("[weather]\nrain = true", "'weather'"),
         ("[camera\n", "not valid TOML"),
+        ("[camera]\nname = 5", "'camera.name' must be str, got int"),
+        ("[camera]\nfps_cap = -1", "'camera.fps_cap' must be at least 0"),
+        ("[defaults]\nema = 1.5", "'defaults.ema' must be at most 1.0"),
+        ("[detection]\ntriplet_score = true", "'detection.triplet_score' must be float, got bool"),
     ],
 )
 def test_errors_name_the_key(text: str, key: str) -> None:
