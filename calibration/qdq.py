@@ -37,15 +37,17 @@ from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_d
 
 from h2a.calibration.bias_fusion import fuse_matmul_bias
 from h2a.calibration.calib_set import CalibrationError
+from h2a.calibration.options import CALIBRATION_METHOD_NAMES, TARGETS
 from h2a.calibration.stem_rewrite import space_to_depth_stem
 from h2a.calibration.traces import Feed
 
-TARGETS = ("cpu", "tensorrt")
-CALIBRATION_METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "entropy": CalibrationMethod.Entropy,
-    "percentile": CalibrationMethod.Percentile,
-}
+CALIBRATION_METHODS = dict(
+    zip(
+        CALIBRATION_METHOD_NAMES,
+        (CalibrationMethod.MinMax, CalibrationMethod.Entropy, CalibrationMethod.Percentile),
+        strict=True,
+    )
+)
 #: Histogram settings: ONNX Runtime's defaults (128 bins) are too coarse for entropy calibration.
 HISTOGRAM_BINS = 2048
 PERCENTILE = 99.999

@@ -20,6 +20,7 @@ import numpy as np
 
 from h2a.calibration.calib_set import CalibrationError, CalibrationSet
 from h2a.calibration.gate import token_agreement
+from h2a.calibration.options import DEFAULT_BUDGETS, GRAPHS
 from h2a.calibration.qdq import RECIPES, GraphQuantizer
 from h2a.calibration.sensitivity import GraphResult, Threading, search_graph
 from h2a.calibration.traces import record_feeds
@@ -28,10 +29,6 @@ from h2a.runtime.engine import CAPTION_THREADS, Engine
 from h2a.runtime.manifest import GraphEntry, Manifest
 from h2a.runtime.preprocess import letterbox_geometry
 
-GRAPHS = ("hoi", "cap_encoder", "dec_step")
-#: Default output-error budgets (mean relative L2 of the worst output on held-out inputs). The
-#: CNN tolerates more than the decoder, whose errors compound over the caption's steps.
-DEFAULT_BUDGETS = {"hoi": 0.10, "cap_encoder": 0.05, "dec_step": 0.05}
 HELD_OUT_EVERY = 4
 MIN_FRAMES = 8
 #: Each graph is timed as `Engine` runs it by default (an INT8 `hoi` spins: see `hoi_spins`).

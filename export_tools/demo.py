@@ -97,7 +97,7 @@ def int8(data: Path, fp32: Path, bundle: Path, out: Path) -> bool:
     if stale(calib, fp32):
         run(
             "INT8: collect calibration frames",
-            "h2a.export_tools.calibrate_cli",
+            "h2a.calibration.cli",
             "collect",
             "--images",
             str(data / "images"),
@@ -112,7 +112,7 @@ def int8(data: Path, fp32: Path, bundle: Path, out: Path) -> bool:
     if stale(bundle, fp32) or stale(report, fp32):
         run(
             "INT8: quantize (CPU flavour) with per-graph error budgets",
-            "h2a.export_tools.calibrate_cli",
+            "h2a.calibration.cli",
             "quantize",
             "--engine",
             str(fp32),
@@ -127,7 +127,7 @@ def int8(data: Path, fp32: Path, bundle: Path, out: Path) -> bool:
         )
         code = run(
             "INT8: accuracy gate against FP32 on the test split",
-            "h2a.export_tools.calibrate_cli",
+            "h2a.calibration.cli",
             "report",
             "--fp32",
             str(fp32),

@@ -47,7 +47,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def calib_npz(dataset: Path, tiny_bundle: Path) -> Path:
     out = dataset.parent / "calib.npz"
     result = run_cli(
-        "h2a.export_tools.calibrate_cli", "collect", "--images", str(dataset / "images"),
+        "h2a.calibration.cli", "collect", "--images", str(dataset / "images"),
         "--frames", "24", "--engine", str(tiny_bundle), "--out", str(out), "--quiet",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -56,7 +56,7 @@ def calib_npz(dataset: Path, tiny_bundle: Path) -> Path:
 
 def _quantize(tiny_bundle: Path, calib: Path, out: Path, target: str = "cpu") -> None:
     result = run_cli(
-        "h2a.export_tools.calibrate_cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib),
+        "h2a.calibration.cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib),
         "--target", target, "--out", str(out), "--quiet",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -194,7 +194,7 @@ def test_gate_refuses_a_bundle_calibrated_on_constant_frames(
     _quantize(tiny_bundle, tmp_path / "const.npz", broken)  # held-out frames are grey too: it passes here
     report = tmp_path / "report.json"
     result = run_cli(
-        "h2a.export_tools.calibrate_cli", "report", "--fp32", str(tiny_bundle), "--int8", str(broken),
+        "h2a.calibration.cli", "report", "--fp32", str(tiny_bundle), "--int8", str(broken),
         "--data", str(dataset), "--json", str(report), "--quiet",
     )  # fmt: skip
     assert result.returncode == 1

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from h2a.export_tools.export.cli import random_checkpoint
 from h2a.export_tools.export.exporter import decoder_constants, export_graphs
 from h2a.export_tools.export.parity import FP32_TOLERANCE, decode_parity, graph_parity
+from h2a.export_tools.export.torch_cli import random_checkpoint
 from h2a.runtime.backends.onnxruntime_backend import OrtGraph
 from h2a.runtime.bundle import load_bundle
 from h2a.runtime.graphs import GRAPHS, graph_spec

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from h2a.export_tools.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
-from h2a.export_tools.export.cli import random_checkpoint
+from h2a.export_tools.export.torch_cli import random_checkpoint
 from h2a.runtime.bundle import load_bundle
 
 from .conftest import run_cli
@@ -50,3 +50,11 @@ def test_corrupt_checkpoint_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_cli_names_the_same_presets_as_the_models() -> None:
+    """edge-export lists the presets without importing torch; they must stay the models' own."""
+    from h2a.export_tools.export import cli
+    from h2a.export_tools.models import config
+
+    assert cli.PRESETS == config.PRESETS

@@ -44,7 +44,7 @@ for info in pkgutil.walk_packages(h2a.calibration.__path__, "h2a.calibration."):
     except ModuleNotFoundError as err:
         if err.name.split(".")[0] not in %r:
             raise
-importlib.import_module("h2a.export_tools.calibrate_cli")
+importlib.import_module("h2a.calibration.cli")
 bad = [m for m in sys.modules if m.split(".")[0] in {"torch", "scipy"} or m.startswith("h2a.edge")]
 print(",".join(sorted(bad)))
 """

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from h2a.export_tools.checkpoint import Checkpoint
-from h2a.export_tools.export.cli import random_checkpoint
 from h2a.export_tools.export.exporter import export_bundle
+from h2a.export_tools.export.torch_cli import random_checkpoint
 from h2a.export_tools.models.decoding import greedy_decode
 from h2a.export_tools.taxonomy import ACTIONS, ANOMALIES, OBJECTS
 from h2a.runtime.bundle import load_bundle

@@ -1,4 +1,10 @@
-"""`edge-export`: write a plan bundle from a checkpoint, a training folder or random weights."""
+"""`edge-export`: write a plan bundle from a checkpoint, a training folder or random weights,
+or (`--backend tensorrt`) build TensorRT engines from an ONNX bundle on the device.
+
+This module only parses arguments: the torch exporter (`torch_cli`, desktop, `[export]` extra) and
+the engine builder (`tensorrt_cli`, device, `[jetson]` extra) are imported by the path that runs,
+so building engines on a Jetson never needs torch.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from h2a.export_tools.checkpoint import Checkpoint, load_checkpoint
-from h2a.export_tools.export.exporter import ExportResult, ParityError, export_bundle
-from h2a.export_tools.models import CaptionModel, HOIEncoder, make_config
-from h2a.export_tools.models.config import PRESETS
-from h2a.export_tools.taxonomy import ACTIONS, ANOMALIES, OBJECTS
-from h2a.export_tools.tokenizer_build import default_tokenizer
-from h2a.runtime.errors import BackendError, H2AError, InputError
-from h2a.runtime.manifest import Labels
+from h2a.runtime.cli import require, run_main
 
 MODEL_DIR_CHECKPOINT = "model.pt"
-
-
-def random_checkpoint(preset: str, seed: int) -> Checkpoint:
-    """Untrained models of a preset with the built-in tokenizer: for plumbing, tests and timing."""
-    tokenizer = default_tokenizer()
-    config = make_config(preset, tokenizer.get_vocab_size())
-    torch.manual_seed(seed)
-    hoi, caption = HOIEncoder(config.hoi).eval(), CaptionModel(config.caption).eval()
-    return Checkpoint(config, hoi, caption, tokenizer.to_str(), {"weights": f"random-init (seed {seed})"})
+#: The model sizes of `h2a.export_tools.models.config.PRESETS`, named here without importing torch.
+PRESETS = ("tiny", "base")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,110 +64,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def describe(result: ExportResult, out: Path, params: dict[str, int]) -> str:
-    lines = [f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)"]
-    for name, size in result.graph_sizes.items():
-        lines.append(f"  {name:<12} {size / 1e6:8.2f} MB ONNX")
-    lines.append("  parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in params.items()))
-    if result.parity is not None:
-        p = result.parity
-        worst = {g: max(e.values()) for g, e in p.graph_errors.items()}
-        lines.append("  parity (max relative error): " + ", ".join(f"{g} {e:.1e}" for g, e in worst.items()))
-        lines.append(
-            f"  greedy decoding over {p.decode_steps} steps: ORT == torch: {p.decode_match}, "
-            f"KV cache == recompute: {p.cache_match}"
-        )
-    return "\n".join(lines)
-
-
-def build_tensorrt(args: argparse.Namespace) -> None:
-    """Engines from an ONNX bundle, on this device's GPU."""
-    if args.onnx_bundle is None:
-        raise InputError("--backend tensorrt builds from an ONNX bundle: give --onnx-bundle PLAN")
-    from h2a.runtime.bundle import load_bundle
-
-    source = load_bundle(args.onnx_bundle, require_backend=False)
-    if (source.manifest.provenance.get("calibration") or {}).get("target") == "cpu":
-        raise InputError(
-            f"{args.onnx_bundle} was quantized for ONNX Runtime on the CPU (u8 activations, contrib ops); "
-            "for TensorRT run edge-calibrate quantize --target tensorrt on the FP32 bundle"
-        )
-    try:
-        from h2a.export_tools.export import tensorrt_build
-    except ImportError:
-        raise BackendError(
-            "TensorRT is not installed here; build engines on the device (JetPack: apt install "
-            "python3-libnvinfer, venv with --system-site-packages)"
-        ) from None
-    from h2a.runtime.backends.cuda_memory import open_cuda
-
-    cuda = open_cuda()
-    calibrator = None
-    if args.calib is not None:
-        from h2a.calibration import calib_set
-        from h2a.calibration.legacy_calibrator import CalibrationCache, CalibrationFeeder, entropy_calibrator
-
-        p = source.manifest.preprocess
-        feeder = CalibrationFeeder(calib_set.load(args.calib), p.mean, p.std, batch_size=1)
-        cache = CalibrationCache(
-            args.calib_cache_dir, "hoi", tensorrt_build.trt.__version__, cuda.compute_capability()
-        )
-        calibrator = entropy_calibrator(feeder, cache, cuda)
-    options = tensorrt_build.BuildOptions(
-        workspace_mb=args.workspace_mb,
-        fp16=not args.no_fp16,
-        max_batch=args.max_batch,
-        dla_core=args.dla_core,
-        timing_cache=args.timing_cache,
-        legacy_calibrator=calibrator,
-    )
-    tensorrt_build.build_bundle(source, args.out, options, cuda.compute_capability())
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, TensorRT engines)")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.backend == "tensorrt" or args.onnx_bundle is not None:
-        try:
-            build_tensorrt(args)
-        except H2AError as err:
-            print(f"edge-export: error: {err}", file=sys.stderr)
-            return err.exit_code
-        return 0
-    try:
-        if args.random_init:
-            ckpt, source = random_checkpoint(args.preset, args.seed), f"random-init preset {args.preset}"
-        else:
-            path = args.checkpoint or args.model_dir / MODEL_DIR_CHECKPOINT
-            if not path.is_file():
-                raise InputError(f"{path}: no such checkpoint")
-            ckpt, _ = load_checkpoint(path)
-            source = path.name
-        labels = Labels(
-            **ckpt.meta.get(
-                "labels",
-                {
-                    "objects": list(OBJECTS),
-                    "actions": list(ACTIONS),
-                    "anomalies": list(ANOMALIES),
-                },
-            )
-        )
-        result = export_bundle(
-            ckpt, args.out, labels, check=not args.no_check, progress=not args.quiet, source=source
-        )
-    except H2AError as err:
-        print(f"edge-export: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except (ValueError, ParityError, OSError) as err:
-        print(f"edge-export: error: {err}", file=sys.stderr)
-        return 1
-    params = {
-        "hoi": sum(p.numel() for p in ckpt.hoi.parameters()),
-        "caption": sum(p.numel() for p in ckpt.caption.parameters()),
-    }
-    print(describe(result, args.out, params))
-    return 0
+        from h2a.export_tools.export.tensorrt_cli import build_tensorrt
+
+        return run_main("edge-export", lambda: build_tensorrt(args))
+    return run_main("edge-export", lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> None:
+    require("torch", "export", "edge-export from a checkpoint or --random-init")
+    from h2a.export_tools.export.torch_cli import export_from_torch
+
+    export_from_torch(args)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def export_bundle(
     source: str = "",
 ) -> ExportResult:
     """Export, check parity (refusing to write on failure), and write `out`."""
-    from h2a.export_tools.export.bundle_writer import write_bundle
+    from h2a.runtime.bundle_writer import write_bundle
 
     tokenizer = CaptionTokenizer(ckpt.tokenizer_json)
     consts = decoder_constants(ckpt, tokenizer)

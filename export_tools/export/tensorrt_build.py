@@ -24,8 +24,8 @@ from typing import Any
 
 import tensorrt as trt
 
-from h2a.export_tools.export.bundle_writer import write_bundle
 from h2a.runtime.bundle import Bundle
+from h2a.runtime.bundle_writer import write_bundle
 from h2a.runtime.errors import BackendError
 from h2a.runtime.manifest import GraphEntry
 

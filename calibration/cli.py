@@ -8,7 +8,11 @@
 only when every graph fits its error budget on held-out frames. `report` is the accuracy gate on
 labelled data: within budget, the measured deltas are written into the INT8 bundle's manifest;
 over budget, the bundle is renamed `*.rejected` so it cannot be deployed by mistake.
-Nothing here imports torch.
+
+Each subcommand imports what it needs when it runs: `collect` needs only the device's extras
+(`[cpu]` or `[jetson]`: OpenCV, numpy, tqdm); `quantize` needs onnx (the `[export]` extra);
+`report` evaluates on labelled data with the desktop evaluation code of `h2a.export_tools`
+(`[export]`). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -17,26 +21,18 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
-from tqdm import tqdm
-
 from h2a.calibration import calib_set
 from h2a.calibration.gate import Budget, judge, token_agreement
-from h2a.calibration.qdq import CALIBRATION_METHODS, TARGETS
-from h2a.calibration.quantize_bundle import (
-    DEFAULT_BUDGETS,
-    GRAPHS,
-    compare_engines,
-    graph_output_errors,
-    quantize_graphs,
-)
-from h2a.export_tools.export.bundle_writer import write_bundle
+from h2a.calibration.options import CALIBRATION_METHOD_NAMES, DEFAULT_BUDGETS, GRAPHS, TARGETS
 from h2a.runtime.bundle import Bundle, load_bundle
+from h2a.runtime.bundle_writer import write_bundle
+from h2a.runtime.cli import require, run_main
 from h2a.runtime.engine import Engine
-from h2a.runtime.errors import H2AError, InputError
+from h2a.runtime.errors import EXIT_USAGE, H2AError
 from h2a.runtime.preprocess import PAD_VALUE
 
 DEFAULT_SIZE = 512
@@ -49,6 +45,8 @@ class GateFailed(H2AError):
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
     size, pad = args.size, PAD_VALUE
     if args.engine:
         manifest = load_bundle(args.engine, require_backend=False).manifest
@@ -72,6 +70,11 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
+    require("onnx", "export", "edge-calibrate quantize")
+    from tqdm import tqdm
+
+    from h2a.calibration.quantize_bundle import compare_engines, quantize_graphs
+
     bundle = load_bundle(args.engine)
     calib = calib_set.load(args.calib)
     budgets = {g: getattr(args, f"budget_{g}") for g in GRAPHS}
@@ -114,6 +117,10 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    import cv2
+
+    require("sklearn", "export", "edge-calibrate report")
+    from h2a.calibration.quantize_bundle import graph_output_errors
     from h2a.export_tools.data.annotations import read_iad
     from h2a.export_tools.evaluation.evaluate import evaluate_engine, markdown
 
@@ -192,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--calib", type=Path, required=True)
     q.add_argument("--target", choices=TARGETS, required=True)
     q.add_argument("--out", type=Path, required=True)
-    q.add_argument("--method", choices=tuple(CALIBRATION_METHODS), default="minmax")
+    q.add_argument("--method", choices=CALIBRATION_METHOD_NAMES, default="minmax")
     for g in GRAPHS:
         q.add_argument(
             f"--budget-{g.replace('_', '-')}",
@@ -218,20 +225,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "collect": cmd_collect,
+    "quantize": cmd_quantize,
+    "report": cmd_report,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "frames", 1) < 1:
         print("edge-calibrate: error: --frames must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        {"collect": cmd_collect, "quantize": cmd_quantize, "report": cmd_report}[args.command](args)
-    except H2AError as err:
-        print(f"edge-calibrate: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except OSError as err:
-        print(f"edge-calibrate: error: {InputError(str(err))}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_USAGE
+    return run_main("edge-calibrate", lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":
