@@ -17,6 +17,7 @@ import numpy as np
 from h2a.calibration.calib_set import CalibrationError, CalibrationSet
 from h2a.runtime.backends import GraphRunner
 from h2a.runtime.engine import Engine
+from h2a.runtime.graphs import TensorInfo
 from h2a.runtime.preprocess import letterbox_geometry
 
 Feed = dict[str, np.ndarray]
@@ -40,6 +41,9 @@ class RecordingGraph:
     @property
     def output_names(self) -> list[str]:
         return self.graph.output_names
+
+    def signature(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        return self.graph.signature()
 
     def run(self, inputs: Feed) -> Feed:
         if self.keep is None or self.keep(inputs):

@@ -17,7 +17,8 @@ from h2a.runtime.backends import GraphRunner
 from h2a.runtime.bundle import Bundle
 from h2a.runtime.caption_text import CaptionFields, parse_caption
 from h2a.runtime.decoding import GreedyDecoder
-from h2a.runtime.errors import BackendError, InputError
+from h2a.runtime.errors import BackendError, BundleError, InputError
+from h2a.runtime.graphs import check_graph, contract_sizes, graph_spec
 from h2a.runtime.postprocess import Triplet, anomaly_probabilities, decode_triplets
 from h2a.runtime.preprocess import Letterbox, Preprocessor, boxes_to_frame
 from h2a.runtime.tags import build_tag_inputs
@@ -50,7 +51,20 @@ class Explanation:
 def open_graph(
     bundle: Bundle, name: str, providers: Sequence[str] | None, threads: int, spin: bool = False
 ) -> GraphRunner:
-    """`threads` and `spin` (busy-wait between ops while a run lasts) apply to ONNX Runtime only."""
+    """Load one graph and check it against the contract (`h2a.runtime.graphs`) before use.
+    `threads` and `spin` (busy-wait between ops while a run lasts) apply to ONNX Runtime only."""
+    runner = _load_graph(bundle, name, providers, threads, spin)
+    m = bundle.manifest
+    try:
+        check_graph(graph_spec(name, m.decoder.layers), *runner.signature(), contract_sizes(m))
+    except BundleError as err:
+        raise BundleError(f"{bundle.path}: {err}") from None
+    return runner
+
+
+def _load_graph(
+    bundle: Bundle, name: str, providers: Sequence[str] | None, threads: int, spin: bool
+) -> GraphRunner:
     backend = bundle.manifest.backend
     if backend == "onnxruntime":
         from h2a.runtime.backends.onnxruntime_backend import DEFAULT_PROVIDERS, OrtGraph

@@ -1,8 +1,9 @@
 """The three graphs of a plan bundle: names, dtypes and shapes of every input and output.
 
 This is the single place the graph contract is written down: the exporter names its inputs and
-outputs from it, the runtime checks loaded graphs against it, and `python -m h2a.runtime.graphs`
-prints it as the table in README.md. Symbolic dimensions:
+outputs from it, the runtime checks every graph it loads against it (`check_graph`: names, dtypes,
+and each size the bundle's manifest fixes), and `python -m h2a.runtime.graphs` prints it as the
+table in README.md. Symbolic dimensions:
 
 B batch · S input image side · T image tokens ((S/32)^2) · D HOI width · N instance queries ·
 C object classes + "no object" · Q interaction queries · A actions · K anomaly types ·
@@ -13,6 +14,12 @@ P max decoder positions (cache length) · V vocabulary
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from h2a.runtime.errors import BundleError
+
+if TYPE_CHECKING:
+    from h2a.runtime.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,76 @@ GRAPHS: dict[str, GraphSpec] = {g.name: g for g in (HOI, CAP_ENCODER, DEC_STEP)}
 def graph_spec(name: str, decoder_layers: int) -> GraphSpec:
     """The exact spec of one graph of a model with `decoder_layers` decoder layers."""
     return dec_step_spec(decoder_layers) if name == "dec_step" else GRAPHS[name]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What a loaded graph says of one of its tensors; None marks a size decided at run time."""
+
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tuple[int | None, ...]
+
+
+def contract_sizes(manifest: Manifest) -> dict[str, int]:
+    """The value of each symbolic size for this bundle (B stays free)."""
+    m, d = manifest, manifest.decoder
+    return {
+        "S": m.preprocess.input_size,
+        "N": m.hoi.n_inst_queries,
+        "C": len(m.labels.objects) + 1,
+        "Q": m.hoi.n_int_queries,
+        "A": len(m.labels.actions),
+        "K": len(m.labels.anomalies),
+        "T": m.hoi.n_image_tokens,
+        "D": m.hoi.d_model,
+        "G": d.max_tag_tokens,
+        "M": d.n_memory,
+        "L": d.layers,
+        "H": d.heads,
+        "dh": d.head_dim,
+        "Dc": d.heads * d.head_dim,
+        "P": d.max_len,
+        "V": d.vocab_size,
+    }
+
+
+def _shape_text(shape: tuple[str | int | None, ...]) -> str:
+    return "(" + ", ".join("?" if v is None else str(v) for v in shape) + ")"
+
+
+def check_graph(
+    spec: GraphSpec, inputs: list[TensorInfo], outputs: list[TensorInfo], sizes: dict[str, int]
+) -> None:
+    """Refuse a graph whose inputs or outputs differ from the contract in name, dtype, rank or a
+    size the manifest fixes. A size the graph leaves open is accepted (ONNX Runtime reports
+    some output sizes only at run time)."""
+    for direction, expected, found in (("input", spec.inputs, inputs), ("output", spec.outputs, outputs)):
+        have = {t.name: t for t in found}
+        missing = [t.name for t in expected if t.name not in have]
+        extra = sorted(set(have) - {t.name for t in expected})
+        if missing or extra:
+            raise BundleError(
+                f"graph {spec.name!r} does not match this runtime's contract: "
+                + (
+                    f"{direction} {missing[0]!r} is missing"
+                    if missing
+                    else f"unexpected {direction} {extra[0]!r}"
+                )
+                + "; re-export the bundle with the matching edge-export"
+            )
+        for want in expected:
+            got = have[want.name]
+            wanted = tuple(sizes.get(v) if isinstance(v, str) else v for v in want.shape)
+            fits = len(got.shape) == len(wanted) and all(
+                w is None or g is None or w == g for w, g in zip(wanted, got.shape, strict=True)
+            )
+            if got.dtype != want.dtype or not fits:
+                raise BundleError(
+                    f"graph {spec.name!r} {direction} {want.name!r} is {got.dtype} {_shape_text(got.shape)}, "
+                    f"the contract and manifest say {want.dtype} {_shape_text(wanted)}; "
+                    "re-export the bundle with the matching edge-export"
+                )
 
 
 def markdown_table() -> str:

@@ -185,3 +185,37 @@ def test_backend_not_installed_is_refused(tiny_bundle: Path, tmp_path: Path) -> 
     # --inspect still works on a machine without the bundle's backend
     result = run_cli("h2a.edge.run_cli", "--engine", str(bad), "--inspect", timeout=120)
     assert result.returncode == 0 and "NOT installed here" in result.stdout
+
+
+def test_a_graph_that_breaks_the_contract_is_refused_at_load(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The manifest claims another input size than the hoi graph was exported with."""
+
+    def resize(members: dict[str, bytes], manifest: dict) -> None:
+        manifest["preprocess"]["input_size"] += 32
+
+    bad = rewrite(tiny_bundle, tmp_path / "resized.plan", resize)
+    assert_refused(
+        bad,
+        "graph 'hoi' input 'images' is float32 (?, 3,",
+        "the contract and manifest say",
+        mode=("--camera", "0"),
+    )
+
+
+def test_contract_check_names_missing_and_mistyped_tensors() -> None:
+    from h2a.runtime.graphs import CAP_ENCODER, TensorInfo, check_graph
+
+    sizes = {"T": 4, "D": 8, "G": 3, "M": 7, "Dc": 8, "L": 2, "H": 2, "dh": 4}
+    good_in = [TensorInfo(t.name, t.dtype, tuple(None for _ in t.shape)) for t in CAP_ENCODER.inputs]
+    good_out = [TensorInfo(t.name, t.dtype, tuple(None for _ in t.shape)) for t in CAP_ENCODER.outputs]
+    check_graph(CAP_ENCODER, good_in, good_out, sizes)  # open sizes are accepted
+    with pytest.raises(BundleError, match="input 'tag_boxes' is missing"):
+        check_graph(CAP_ENCODER, good_in[:-1], good_out, sizes)
+    mistyped = [*good_in[:1], TensorInfo("tag_ids", "float32", (None, 3)), *good_in[2:]]
+    with pytest.raises(
+        BundleError, match="input 'tag_ids' is float32 \\(\\?, 3\\), the contract and manifest say int64"
+    ):
+        check_graph(CAP_ENCODER, mistyped, good_out, sizes)
+    wrong_size = [TensorInfo("memory", "float32", (1, 7, 9)), *good_out[1:]]
+    with pytest.raises(BundleError, match="output 'memory' is float32 \\(1, 7, 9\\)"):
+        check_graph(CAP_ENCODER, good_in, wrong_size, sizes)

@@ -10,6 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
+from h2a.runtime.graphs import TensorInfo
+
 
 class GraphRunner(Protocol):
     @property
@@ -17,5 +19,9 @@ class GraphRunner(Protocol):
 
     @property
     def output_names(self) -> list[str]: ...
+
+    def signature(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """(inputs, outputs) as the loaded graph declares them, for the contract check."""
+        ...
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

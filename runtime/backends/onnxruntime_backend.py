@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from h2a.runtime.errors import BackendError
+from h2a.runtime.graphs import TensorInfo
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+#: ONNX Runtime's element type names -> numpy's.
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64"}
 
 
 def _onnxruntime() -> ModuleType:
@@ -73,6 +76,13 @@ class OrtGraph:
     @property
     def output_names(self) -> list[str]:
         return list(self._outputs)
+
+    def signature(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        def info(arg: ort.NodeArg) -> TensorInfo:
+            shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+            return TensorInfo(arg.name, ORT_DTYPES.get(arg.type, arg.type), shape)
+
+        return [info(a) for a in self._session.get_inputs()], [info(a) for a in self._session.get_outputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self._outputs, inputs)

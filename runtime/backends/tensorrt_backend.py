@@ -20,6 +20,7 @@ import tensorrt as trt
 
 from h2a.runtime.backends.cuda_memory import Cuda
 from h2a.runtime.errors import BackendError
+from h2a.runtime.graphs import TensorInfo
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,14 @@ class TrtGraph:
     @property
     def output_names(self) -> list[str]:
         return list(self._outputs)
+
+    def signature(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        def info(name: str) -> TensorInfo:
+            dims = self.engine.get_tensor_shape(name)  # -1 where an optimization profile decides
+            shape = tuple(None if int(dims[i]) < 0 else int(dims[i]) for i in range(len(dims)))
+            return TensorInfo(name, self._dtype[name].name, shape)
+
+        return [info(n) for n in self._inputs], [info(n) for n in self._outputs]
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
         nbytes = int(np.prod(shape)) * self._dtype[name].itemsize
