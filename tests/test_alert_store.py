@@ -116,6 +116,18 @@ def test_cli_list_show_export(tmp_path: Path) -> None:
     assert [x["caption"] for x in lines] == ["caption 0", "caption 1", "caption 2"]
     missing = run_cli("h2a.edge.alerts_cli", "--alerts", str(tmp_path / "nope"), "list", timeout=60)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    no_alert = run_cli("h2a.edge.alerts_cli", "--alerts", str(tmp_path), "show", "99", timeout=60)
+    assert (
+        no_alert.returncode == 2
+        and no_alert.stderr.strip() == f"edge-alerts: error: no alert 99 in {tmp_path}"
+    )
+    # the work failed (a folder that does not exist): exit 1, one line, as in every edge-* command
+    unwritable = tmp_path / "no-such-folder" / "alerts.jsonl"
+    failed = run_cli("h2a.edge.alerts_cli", "--alerts", str(tmp_path), "export", "--jsonl", str(unwritable))
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines() == [
+        f"edge-alerts: error: No such file or directory: {unwritable}.tmp"
+    ]
 
 
 WRITER = """

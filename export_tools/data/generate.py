@@ -15,6 +15,7 @@ from tqdm import tqdm
 from h2a.export_tools.data.annotations import SPLITS, write_iad
 from h2a.export_tools.data.scenes import ANOMALY_SCENES, NORMAL_SCENES, Scene, SceneGenerator
 from h2a.export_tools.taxonomy import ACTIONS, ANOMALIES, OBJECTS
+from h2a.runtime.cli import run_main
 from h2a.runtime.errors import H2AError, InputError
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -132,21 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", action="store_true", help="write short videos with event labels instead")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        if args.count < 1:
-            raise InputError("--count must be at least 1")
-        if args.size < 64 or args.size % 32:
-            raise InputError("--size must be a multiple of 32, at least 64")
-        writer = write_videos if args.video else write_images
-        path = writer(args.out, args.count, args.size, args.seed, not args.quiet)
-    except H2AError as err:
-        print(f"edge-datagen: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except OSError as err:
-        print(f"edge-datagen: error: {err}", file=sys.stderr)
-        return 1
+    return run_main("edge-datagen", lambda: generate(args))
+
+
+def generate(args: argparse.Namespace) -> None:
+    if args.count < 1:
+        raise InputError("--count must be at least 1")
+    if args.size < 64 or args.size % 32:
+        raise InputError("--size must be a multiple of 32, at least 64")
+    writer = write_videos if args.video else write_images
+    path = writer(args.out, args.count, args.size, args.seed, not args.quiet)
     print(f"wrote {args.count} {'videos' if args.video else 'images'} and {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from h2a.export_tools.data.annotations import read_iad
 from h2a.export_tools.evaluation.evaluate import engine_for, evaluate_engine, markdown
-from h2a.runtime.errors import H2AError
+from h2a.runtime.cli import run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,24 +29,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path, help="write the summary table here")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    try:
-        data = read_iad(args.data)
-        reports = {}
-        for path in [args.checkpoint or args.engine, *([args.compare] if args.compare else [])]:
-            engine, kind = engine_for(path, not args.quiet)
-            reports[f"{path.name} ({kind})"] = evaluate_engine(
-                engine, data, args.split, not args.quiet, not args.no_caption
-            )
-    except H2AError as err:
-        print(f"edge-eval: error: {err}", file=sys.stderr)
-        return err.exit_code
+    return run_main("edge-eval", lambda: evaluate(args))
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    data = read_iad(args.data)
+    reports = {}
+    for path in [args.checkpoint or args.engine, *([args.compare] if args.compare else [])]:
+        engine, kind = engine_for(path, not args.quiet)
+        reports[f"{path.name} ({kind})"] = evaluate_engine(
+            engine, data, args.split, not args.quiet, not args.no_caption
+        )
     table = markdown(reports)
     print(table)
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2))
     if args.markdown:
         args.markdown.write_text(table + "\n")
-    return 0
 
 
 if __name__ == "__main__":

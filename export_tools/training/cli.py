@@ -10,10 +10,12 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from h2a.export_tools.models.config import PRESETS
 from h2a.export_tools.training import distributed as dist
 from h2a.export_tools.training.trainer import TrainConfig
+from h2a.runtime.cli import run_main
 from h2a.runtime.errors import H2AError, InputError
 
 #: Defaults per (stage, preset); flags override. Tiny trains from scratch on a 2-core CPU.
@@ -91,10 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from h2a.export_tools.training import stages  # torch import after argument errors
 
-    progress = not args.quiet
     try:
-        if not 0.0 <= args.mix <= 1.0:
-            raise H2AError("--mix must lie in [0, 1]")
+        return run_main("edge-train", lambda: train(args, stages))
+    finally:
+        dist.teardown()
+
+
+def train(args: argparse.Namespace, stages: ModuleType) -> None:
+    progress = not args.quiet
+    if not 0.0 <= args.mix <= 1.0:
+        raise InputError("--mix must lie in [0, 1]")
+    try:
         if args.stage == "hoi":
             ckpt = stages.train_hoi(
                 args.data,
@@ -116,21 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = stages.train_distill(
                 args.data, args.out, cfg, teacher_cfg, args.mix, args.alpha, args.temperature, progress
             )
-    except H2AError as err:
-        print(f"edge-train: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except (ValueError, OSError) as err:
-        print(f"edge-train: error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        dist.teardown()
+    except ValueError as err:  # a data set or checkpoint that does not fit the model
+        raise H2AError(str(err)) from None
     if dist.is_main():
         info = ckpt.meta.get("stages", {}).get(args.stage, {})
         print(
             f"{args.stage}: {info.get('steps')} steps in {info.get('seconds')} s, final loss "
             f"{info.get('final_loss'):.4f}; wrote {args.out / stages.MODEL_FILE}"
         )
-    return 0
 
 
 def _preset(args: argparse.Namespace) -> str:
