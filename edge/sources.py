@@ -23,6 +23,14 @@ from h2a.runtime.errors import H2AError
 
 log = logging.getLogger("h2a.edge.sources")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+#: Open and read time-out of network streams (OpenCV's FFmpeg backend), so a read cannot hang forever.
+STREAM_TIMEOUT_S = 5.0
+#: A back-off sleep looks at the stop flag this often, so a signal is not kept waiting.
+STOP_POLL_S = 0.05
+#: Seconds between the timestamps of an image folder's images (one image = one second).
+FOLDER_FRAME_INTERVAL_S = 1.0
+#: Frame rate assumed for a video file that reports none.
+FALLBACK_FPS = 25.0
 
 
 class SourceError(H2AError):
@@ -68,7 +76,7 @@ def parse_source(camera: int | None, source: str | None) -> SourceSpec:
     raise SourceError(f"{source}: no such file, folder, device or URL")
 
 
-def _open_capture(spec: SourceSpec, timeout_s: float = 5.0) -> cv2.VideoCapture:
+def _open_capture(spec: SourceSpec, timeout_s: float = STREAM_TIMEOUT_S) -> cv2.VideoCapture:
     """Open a capture; network streams get OpenCV's open/read time-outs so a frozen camera cannot
     block a read forever (the freeze check then reconnects)."""
     if spec.kind == "url":
@@ -131,14 +139,14 @@ class FrameSource:
                 self.bad_frames += 1
                 log.warning("skipping unreadable image %s", path)
                 continue
-            yield Frame(image, index, start + float(index))  # one image = one second
+            yield Frame(image, index, start + index * FOLDER_FRAME_INTERVAL_S)
 
     def _file(self) -> Iterator[Frame]:
         cap = self.opener(self.spec)
         if not cap.isOpened():
             raise SourceError(f"{self.spec.target}: cannot be opened as a video")
         fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        fps = fps if fps > 0 else 25.0
+        fps = fps if fps > 0 else FALLBACK_FPS
         index, start = 0, time.time()
         try:
             while not self.stop():
@@ -193,7 +201,7 @@ class FrameSource:
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self.stop() and time.monotonic() < end:
-            time.sleep(max(0.0, min(0.05, end - time.monotonic())))
+            time.sleep(max(0.0, min(STOP_POLL_S, end - time.monotonic())))
 
 
 def _valid(image: np.ndarray | None) -> bool:

@@ -1,4 +1,5 @@
-"""DESIGN.md's dependency rule: the runtime and the edge application never import torch."""
+"""The dependency rule (README, "Repository layout"): the runtime and the edge application never
+import torch, onnx or scipy."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
   the fused memory is [projected image tokens ; fused tag tokens];
 - decoder: causal self-attention, cross-attention to the fused memory, LM head tied to the word
   embedding. `step` is the exported `dec_step` graph: one token in, its K/V out; the cache is
-  preallocated and written by the caller (see ../shared/notes/int8-and-kv-cache.md).
+  preallocated and written by the caller (README, "Graph contract"; runtime/decoding.py).
 """
 
 from __future__ import annotations

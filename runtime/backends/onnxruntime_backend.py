@@ -4,7 +4,7 @@ Sessions are created from the verified bytes of the bundle (never re-read from d
 
 Spinning: ONNX Runtime's worker threads can busy-wait for the next op instead of sleeping. Left
 spinning after a run, they steal the core from the next session's loop on a 2-core box (a caption
-of 40 tokens: 28 -> 45 ms, ../shared/notes/int8-and-kv-cache.md). Sleeping between ops instead
+of 40 tokens was measured at 28 -> 45 ms on these 2-core machines). Sleeping between ops instead
 costs a wake-up per op, which is what the INT8 `hoi` graph is short of: its transformer is
 hundreds of ops of 0.05-0.1 ms. So a session may spin while one of its runs lasts and must stop
 when the run returns (`session.force_spinning_stop`); by default only an INT8 `hoi` spins
