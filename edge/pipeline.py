@@ -23,7 +23,7 @@ from h2a.edge.alert_writer import AlertWriter
 from h2a.edge.captioning import CaptionWorker
 from h2a.edge.config import ConfigWatcher, EdgeConfig
 from h2a.edge.events import Change, EventEngine, EventUpdate
-from h2a.edge.queues import CaptionJob, CaptionQueue, FrameBuffer, FrameFeed, LatestFrame
+from h2a.edge.queues import CaptionJob, CaptionQueue, FrameQueue
 from h2a.edge.sources import Frame, FrameSource, SourceSpec
 from h2a.edge.telemetry import Stats, iso_time, log_event
 from h2a.edge.zones import polygon_mask, zones_of
@@ -65,7 +65,8 @@ class Pipeline:
             engine, self.captions, self.writer, lambda: self.config, model_sha256, self.stats
         )
         realtime = source.spec.live if options.realtime is None else options.realtime
-        self.frames: FrameFeed = LatestFrame(self.stats) if realtime else FrameBuffer(stop_event)
+        make_queue = FrameQueue.live if realtime else FrameQueue.file
+        self.frames = make_queue(self.stats, stop_event)
         self._mask: np.ndarray | None = None
         self._mask_key: tuple[int, int] | None = None
         self.error: BaseException | None = None

@@ -1,8 +1,8 @@
 """The hand-offs between the pipeline's threads, each bounded so nothing queues without limit.
 
-- frames from capture to detection: `LatestFrame` for live sources (the newest frame wins, an
-  untaken one is replaced and counted as dropped) or `FrameBuffer` for files (a few frames ahead,
-  nothing dropped: a file can wait for the detector);
+- frames from capture to detection: `FrameQueue.live` for live sources (one slot, the newest
+  frame wins, an untaken one is replaced and counted as dropped) or `FrameQueue.file` for files
+  (a few frames ahead, nothing dropped: a file can wait for the detector);
 - caption jobs from detection to the caption worker: `CaptionQueue`, where a full queue drops its
   oldest *peak* re-caption; openings and closings are never dropped.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -23,76 +22,46 @@ from h2a.runtime.engine import Detection
 
 #: Caption jobs waiting before peak re-captions start to be dropped.
 CAPTION_QUEUE_LIMIT = 4
+#: Frames a live source may hold for the detector: one, the newest.
+LIVE_SLOTS = 1
 #: Frames a file source may read ahead of the detector.
 FILE_READ_AHEAD = 4
 #: How long a blocked `get` waits before the caller looks at its stop flag again.
 POLL_S = 0.5
 
 
-class FrameFeed(Protocol):
-    """capture thread -> detection loop. `get` returns a frame, None on timeout, or False once the
-    capture side closed the feed and it is empty."""
+class FrameQueue:
+    """capture thread -> detection loop, bounded. `newest_wins` (live sources): a full queue
+    drops its oldest frame, counted as dropped. Otherwise (files) `put` waits while the queue is
+    full, until `stopping` is set. `get` returns a frame, None on timeout, or False once the
+    capture side closed the queue and it is empty."""
 
-    def put(self, frame: Frame) -> None: ...
-
-    def close(self) -> None: ...
-
-    def get(self, timeout: float = POLL_S) -> Frame | bool | None: ...
-
-    def depth(self) -> int: ...
-
-
-class LatestFrame:
-    """A one-slot mailbox: `put` replaces an untaken frame (counted as dropped)."""
-
-    def __init__(self, stats: Stats) -> None:
-        self._cond = threading.Condition()
-        self._frame: Frame | None = None
-        self._closed = False
-        self.stats = stats
-
-    def put(self, frame: Frame) -> None:
-        with self._cond:
-            if self._frame is not None:
-                self.stats.count("frames_dropped")
-            self._frame = frame
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def get(self, timeout: float = POLL_S) -> Frame | bool | None:
-        with self._cond:
-            if self._frame is None and not self._closed:
-                self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
-            if frame is None and self._closed:
-                return False
-            return frame
-
-    def depth(self) -> int:
-        with self._cond:
-            return int(self._frame is not None)
-
-
-class FrameBuffer:
-    """A short FIFO for file sources: `put` waits while it is full, until `stopping()` says so."""
-
-    def __init__(self, stopping: threading.Event, limit: int = FILE_READ_AHEAD) -> None:
+    def __init__(self, limit: int, newest_wins: bool, stats: Stats, stopping: threading.Event) -> None:
         self._cond = threading.Condition()
         self._frames: deque[Frame] = deque()
         self._closed = False
-        self.limit, self.stopping = limit, stopping
+        self.limit, self.newest_wins, self.stats, self.stopping = limit, newest_wins, stats, stopping
+
+    @classmethod
+    def live(cls, stats: Stats, stopping: threading.Event) -> FrameQueue:
+        return cls(LIVE_SLOTS, True, stats, stopping)
+
+    @classmethod
+    def file(cls, stats: Stats, stopping: threading.Event) -> FrameQueue:
+        return cls(FILE_READ_AHEAD, False, stats, stopping)
 
     def put(self, frame: Frame) -> None:
         with self._cond:
-            while len(self._frames) >= self.limit and not self.stopping.is_set():
-                self._cond.wait(POLL_S)
-            if not self.stopping.is_set():
-                self._frames.append(frame)
-                self._cond.notify_all()
+            while len(self._frames) >= self.limit:
+                if self.newest_wins:
+                    self._frames.popleft()
+                    self.stats.count("frames_dropped")
+                elif self.stopping.is_set():
+                    return
+                else:
+                    self._cond.wait(POLL_S)
+            self._frames.append(frame)
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
