@@ -15,7 +15,7 @@ from types import FrameType
 from h2a.runtime.bundle import load_bundle
 from h2a.runtime.cli import run_main
 from h2a.runtime.engine import CAPTION_THREADS, SPIN_MODES
-from h2a.runtime.errors import EXIT_OK, EXIT_USAGE
+from h2a.runtime.errors import EXIT_OK, InputError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,8 +78,7 @@ def dispatch(args: argparse.Namespace) -> int:
         print(summarize(load_bundle(args.engine, require_backend=False)))
         return EXIT_OK
     if args.camera is None and args.source is None:
-        print("edge-run: error: give --camera N or --source PATH_OR_URL (or --inspect)", file=sys.stderr)
-        return EXIT_USAGE
+        raise InputError("give --camera N or --source PATH_OR_URL (or --inspect)")
     return run(args)
 
 
