@@ -13,7 +13,7 @@ from h2a.export_tools.captions import where_phrase
 from h2a.export_tools.data.annotations import read_iad
 from h2a.export_tools.data.generate import write_images, write_videos
 from h2a.export_tools.data.scenes import ANOMALY_SCENES, NORMAL_SCENES, SceneGenerator
-from h2a.export_tools.taxonomy import ACTIONS, OBJECTS
+from h2a.export_tools.taxonomy import ACTIONS, ANOMALIES, OBJECTS
 
 ALL_KINDS = [*NORMAL_SCENES, *ANOMALY_SCENES]
 
@@ -106,3 +106,45 @@ def test_videos_hold_their_labelled_events(tmp_path: Path) -> None:
     assert frames == clip["frames"]
     event = clip["events"][0]
     assert 0 < event["start_frame"] < event["end_frame"] < frames
+    # the same events as clip labels in seconds, read back through the loader edge-tune uses
+    from h2a.runtime.labels import load_labels
+
+    labels = load_labels(tmp_path / "labels.json", list(ANOMALIES))
+    (first,) = labels[(tmp_path / clip["file"]).resolve()]
+    assert first.type == event["type"]
+    assert (
+        first.start == event["start_frame"] / clip["fps"]
+        and first.end == (event["end_frame"] + 1) / clip["fps"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"format": "h2a-labels", "version": 2, "clips": []}', "'version' must be one of 1"),
+        (
+            '{"format": "h2a-labels", "version": 1, "clips": [{"clip": "a.mp4"}]}',
+            "missing key 'clips[0].events'",
+        ),
+        (
+            '{"format": "h2a-labels", "version": 1, "clips": [{"clip": "a.mp4", "events": '
+            '[{"type": "fighting", "start": 4, "end": 2}]}]}',
+            "'clips[0].events[0].end' (2.0) is before its start",
+        ),
+        (
+            '{"format": "h2a-labels", "version": 1, "clips": [{"clip": "a.mp4", "events": '
+            '[{"type": "robbery", "start": 1, "end": 2}]}]}',
+            "'clips[0].events[0].type' is 'robbery'",
+        ),
+        ("[1, 2", "not valid JSON"),
+    ],
+)
+def test_bad_label_files_are_refused_with_their_key(tmp_path: Path, text: str, message: str) -> None:
+    from h2a.runtime.errors import InputError
+    from h2a.runtime.labels import load_labels
+
+    path = tmp_path / "labels.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=None) as err:
+        load_labels(path, list(ANOMALIES))
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -17,11 +17,13 @@ from h2a.export_tools.data.scenes import ANOMALY_SCENES, NORMAL_SCENES, Scene, S
 from h2a.export_tools.taxonomy import ACTIONS, ANOMALIES, OBJECTS
 from h2a.runtime.cli import run_main
 from h2a.runtime.errors import H2AError, InputError
+from h2a.runtime.labels import labels_json
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 JPEG_QUALITY = 92
 VIDEO_FPS = 10
 VIDEO_SECONDS = 8
+LABELS_FILE = "labels.json"
 
 
 def split_of(index: int, count: int) -> str:
@@ -76,6 +78,7 @@ def write_videos(out: Path, count: int, size: int, seed: int, progress: bool = T
     rng = np.random.default_rng((seed, 7))
     frames = VIDEO_FPS * VIDEO_SECONDS
     clips = []
+    timed: dict[str, list[tuple[str, float, float]]] = {}  # labels in seconds of video position
     for index in tqdm(range(count), desc="videos", unit="clip", disable=not progress):
         base = 10_000 * (index + 1)
         normal = gen.scene(base, kind=str(rng.choice(list(NORMAL_SCENES))), background=base)
@@ -96,6 +99,9 @@ def write_videos(out: Path, count: int, size: int, seed: int, progress: bool = T
                 }
             )
         name = f"videos/clip_{index:03d}.mp4"
+        timed[name] = [
+            (e["type"], e["start_frame"] / VIDEO_FPS, (e["end_frame"] + 1) / VIDEO_FPS) for e in events
+        ]
         writer = cv2.VideoWriter(str(out / name), cv2.VideoWriter.fourcc(*"mp4v"), VIDEO_FPS, (size, size))
         if not writer.isOpened():
             raise H2AError("OpenCV cannot write mp4 video here (no FFmpeg backend in this OpenCV build)")
@@ -118,6 +124,8 @@ def write_videos(out: Path, count: int, size: int, seed: int, progress: bool = T
         )
     path = out / "videos.json"
     path.write_text(json.dumps({"format": "h2a-videos", "version": 1, "videos": clips}, indent=1))
+    # the same events in seconds of video position, the form edge-tune reads (h2a.runtime.labels)
+    (out / LABELS_FILE).write_text(labels_json(timed))
     return path
 
 
