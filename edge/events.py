@@ -6,8 +6,10 @@
   (hysteresis: exit < enter, so a score hovering at the threshold does not flap);
 - after closing, a type stays quiet for `cooldown` seconds.
 
-The state machine is plain Python, driven by (timestamp, scores) pairs, so it is tested with
-hand-made score sequences and replays of recorded clips alike.
+The state machine itself is `h2a.edge.tracker_bank`, stepped for every type at once; this module
+turns its rows into `Event` objects. `edge-tune sweep` steps the same bank over cached scores for
+hundreds of threshold settings, so what it predicts is what `edge-run` does. Driven by
+(timestamp, scores) pairs, it is tested with hand-made score sequences and replays alike.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 
-TIME_EPS = 1e-6  # timestamps are floats: 0.3 - 0.1 must count as 0.2 s
+import numpy as np
+
+from h2a.edge.tracker_bank import TrackerBank
+
+#: The order in which `TrackerBank` takes a setting's thresholds.
+THRESHOLD_KEYS = ("enter", "exit", "min_duration", "cooldown", "ema")
 
 
 #: Bounds the config checker (h2a.runtime.schema) applies to a threshold field.
@@ -46,13 +53,6 @@ class TypeThresholds:
         for key, value in (("min_duration", self.min_duration), ("cooldown", self.cooldown)):
             if value < 0:
                 raise ValueError(f"{where}.{key} must not be negative, got {value}")
-
-
-class Phase(Enum):
-    IDLE = "idle"
-    PENDING = "pending"  # above enter, waiting for min_duration
-    ACTIVE = "active"
-    COOLDOWN = "cooldown"
 
 
 class Change(Enum):
@@ -86,78 +86,59 @@ class EventUpdate:
 
 
 @dataclass
-class TypeTracker:
-    anomaly: str
-    thresholds: TypeThresholds
-    smoothed: float | None = None
-    phase: Phase = Phase.IDLE
-    since: float = 0.0  # when the current phase began
-    event: Event | None = None
-
-    def update(self, t: float, score: float, frame: int) -> list[EventUpdate]:
-        th = self.thresholds
-        s = score if self.smoothed is None else th.ema * score + (1 - th.ema) * self.smoothed
-        self.smoothed = s
-        out: list[EventUpdate] = []
-        if self.phase is Phase.COOLDOWN and t - self.since >= th.cooldown - TIME_EPS:
-            self.phase = Phase.IDLE
-        if self.phase is Phase.IDLE and s >= th.enter:
-            self.phase, self.since = Phase.PENDING, t
-        if self.phase is Phase.PENDING:
-            if s < th.enter:
-                self.phase = Phase.IDLE
-            elif t - self.since >= th.min_duration - TIME_EPS:
-                self.phase = Phase.ACTIVE
-                self.event = Event(
-                    self.anomaly, start=self.since, peak_score=s, peak_time=t, peak_frame=frame
-                )
-                out.append(EventUpdate(Change.OPENED, self.event))
-                return out
-        if self.phase is Phase.ACTIVE and self.event is not None:
-            if s < th.exit:
-                self.event.end = t
-                out.append(EventUpdate(Change.CLOSED, self.event))
-                self.phase, self.since, self.event = Phase.COOLDOWN, t, None
-            elif s > self.event.peak_score:
-                self.event.peak_score, self.event.peak_time, self.event.peak_frame = s, t, frame
-                out.append(EventUpdate(Change.PEAK, self.event))
-        return out
-
-    def close(self, t: float) -> list[EventUpdate]:
-        """End of stream: close what is open."""
-        if self.phase is Phase.ACTIVE and self.event is not None:
-            self.event.end = t
-            event, self.event, self.phase = self.event, None, Phase.IDLE
-            return [EventUpdate(Change.CLOSED, event)]
-        return []
-
-
-@dataclass
 class EventEngine:
+    """One row of the shared state machine (`h2a.edge.tracker_bank`) per anomaly type, turned
+    into `Event` objects with their own uid."""
+
     thresholds: dict[str, TypeThresholds]
-    trackers: dict[str, TypeTracker] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.trackers = {name: TypeTracker(name, th) for name, th in self.thresholds.items()}
+        self.types = list(self.thresholds)
+        self.bank = TrackerBank(*_threshold_arrays(self.thresholds, self.types))
+        self.open: dict[str, Event] = {}
 
     def set_thresholds(self, thresholds: dict[str, TypeThresholds]) -> None:
         """Config reload: new thresholds apply from the next frame; open events stay open."""
+        if set(thresholds) != set(self.types):
+            raise ValueError(f"thresholds for {sorted(thresholds)}, this engine tracks {sorted(self.types)}")
         self.thresholds = thresholds
-        for name, th in thresholds.items():
-            tracker = self.trackers.setdefault(name, TypeTracker(name, th))
-            tracker.thresholds = th
+        self.bank.retune(*_threshold_arrays(thresholds, self.types))
 
     def update(self, t: float, scores: dict[str, float], frame: int = -1) -> list[EventUpdate]:
+        step = self.bank.step(t, np.array([scores.get(name, 0.0) for name in self.types]))
         out = []
-        for name, tracker in self.trackers.items():
-            out.extend(tracker.update(t, scores.get(name, 0.0), frame))
+        for row in np.flatnonzero(step.opened | step.peaked | step.closed):
+            name, bank = self.types[row], self.bank
+            if step.opened[row]:
+                peak = float(bank.peak[row])
+                event = Event(name, float(bank.start[row]), peak, t, peak_frame=frame)
+                self.open[name] = event
+                out.append(EventUpdate(Change.OPENED, event))
+            elif step.peaked[row]:
+                event = self.open[name]
+                event.peak_score, event.peak_time, event.peak_frame = float(bank.peak[row]), t, frame
+                out.append(EventUpdate(Change.PEAK, event))
+            else:
+                event = self.open.pop(name)
+                event.end = t
+                out.append(EventUpdate(Change.CLOSED, event))
         return out
 
     def close_all(self, t: float) -> list[EventUpdate]:
+        """End of stream: close what is open."""
         out = []
-        for tracker in self.trackers.values():
-            out.extend(tracker.close(t))
+        for row in np.flatnonzero(self.bank.close_open()):
+            event = self.open.pop(self.types[row])
+            event.end = t
+            out.append(EventUpdate(Change.CLOSED, event))
         return out
 
     def smoothed(self) -> dict[str, float]:
-        return {n: (tr.smoothed or 0.0) for n, tr in self.trackers.items()}
+        values = np.nan_to_num(self.bank.smoothed)
+        return {name: float(values[i]) for i, name in enumerate(self.types)}
+
+
+def _threshold_arrays(thresholds: dict[str, TypeThresholds], types: list[str]) -> list[np.ndarray]:
+    """(enter, exit, min_duration, cooldown, ema), each (len(types),), in the order of `types`."""
+    rows = [thresholds[name] for name in types]
+    return [np.array([getattr(th, key) for th in rows]) for key in THRESHOLD_KEYS]
