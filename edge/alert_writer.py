@@ -36,6 +36,7 @@ class WriteAlert:
 class CloseAlert:
     uid: str  # the event's uid
     end_time: float
+    end_position: float | None = None  # seconds into the source
 
 
 AlertMessage = WriteAlert | CloseAlert
@@ -85,7 +86,7 @@ class AlertWriter:
             if isinstance(message, WriteAlert):
                 self._write(self._store, message)
             else:
-                self._store.close_alert(message.uid, message.end_time)
+                self._store.close_alert(message.uid, message.end_time, message.end_position)
             if time.monotonic() - self._last_retention > RETENTION_INTERVAL_S:
                 a = self.settings()
                 self._store.enforce_retention(

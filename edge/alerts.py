@@ -31,7 +31,7 @@ from h2a.runtime.errors import H2AError, InputError
 if TYPE_CHECKING:
     from h2a.runtime.engine import Detection, Explanation
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: start_position, end_position (seconds into the source)
 DB_NAME = "alerts.db"
 SNAPSHOT_DIR = "snapshots"
 #: How long a connection waits for a lock held by another process (a reader, `edge-alerts`).
@@ -64,6 +64,8 @@ class Alert:
     snapshot: str | None = None
     snapshot_bytes: int = 0
     created: float = 0.0  # when the row was first committed (set by the store)
+    start_position: float | None = None  # seconds into the source: a file's video position
+    end_position: float | None = None
     id: int | None = field(default=None, metadata={"primary_key": True})
 
     def as_json(self) -> dict[str, Any]:
@@ -115,6 +117,8 @@ def build_alert(
         config_version=config_version,
         end_time=event.end,
         uid=event.uid,
+        start_position=event.start_position,
+        end_position=event.end_position,
     )
 
 
@@ -227,7 +231,10 @@ class AlertStore:
                 self._upgrade()
                 self.sweep()
             else:
-                self._check_version(self._version())
+                found = self._version()
+                if found is None or found > SCHEMA_VERSION:
+                    self._check_version(found)
+            self._present = {row["name"] for row in self.db.execute("PRAGMA table_info(alerts)")}
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot open the alert store in {self.folder}: {err}") from None
 
@@ -237,11 +244,11 @@ class AlertStore:
         return None if row is None else int(row[0])
 
     def _check_version(self, found: int | None) -> None:
-        if found != SCHEMA_VERSION:
-            older = found is not None and found < SCHEMA_VERSION
+        """Refuse a store this tool cannot read: none, or written by a newer version."""
+        if found is None or found > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.folder}: alert store schema version {found}, this tool reads {SCHEMA_VERSION}"
-                + ("; run edge-run on it once to upgrade it" if older else "")
+                f"{self.folder}: alert store schema version {found}, this tool reads up to {SCHEMA_VERSION}; "
+                "update this tool"
             )
 
     def _upgrade(self) -> None:
@@ -302,9 +309,11 @@ class AlertStore:
             (self.folder / old["snapshot"]).unlink(missing_ok=True)
         return old is None
 
-    def close_alert(self, uid: str, end_time: float) -> bool:
+    def close_alert(self, uid: str, end_time: float, end_position: float | None = None) -> bool:
         """Record when the event ended; False if no row holds that event (its caption failed)."""
-        cur = self.db.execute("UPDATE alerts SET end_time = ? WHERE uid = ?", (end_time, uid))
+        cur = self.db.execute(
+            "UPDATE alerts SET end_time = ?, end_position = ? WHERE uid = ?", (end_time, end_position, uid)
+        )
         return cur.rowcount > 0
 
     # ---- housekeeping ----------------------------------------------------------------------------
@@ -349,9 +358,14 @@ class AlertStore:
         return len(rows)
 
     # ---- reading ---------------------------------------------------------------------------------
-    @staticmethod
-    def _alert(row: sqlite3.Row) -> Alert:
-        return Alert(**{c.name: json.loads(row[c.name]) if c.is_json else row[c.name] for c in COLUMNS})
+    def _alert(self, row: sqlite3.Row) -> Alert:
+        """A row by column name; a column an older store lacks (read-only) keeps its default."""
+        values = {
+            c.name: json.loads(row[c.name]) if c.is_json else row[c.name]
+            for c in COLUMNS
+            if c.name in self._present
+        }
+        return Alert(**values)
 
     def alerts(self, limit: int | None = None) -> Iterator[Alert]:
         query = "SELECT * FROM alerts ORDER BY id DESC" + (" LIMIT ?" if limit else "")

@@ -18,6 +18,10 @@ def _when(t: float | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
 def _line(a: Alert) -> str:
     head = f"{a.id:>5}  {_when(a.start_time)}  {a.camera:<10} {a.anomaly:<13} {a.peak_score:5.2f}"
     return f"{head}  {a.caption[:70]}"
@@ -29,6 +33,7 @@ def _show(a: Alert, folder: Path) -> str:
         f"camera      {a.camera}",
         f"anomaly     {a.anomaly}, peak {a.peak_score:.3f} at {_when(a.peak_time)}",
         f"time        {_when(a.start_time)} -> {_when(a.end_time)}",
+        f"position    {_seconds(a.start_position)} -> {_seconds(a.end_position)} into the source",
         f"What:       {a.what}",
         f"Who:        {a.who}",
         f"Where:      {a.location}",

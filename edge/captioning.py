@@ -55,7 +55,7 @@ class CaptionWorker:
     def _caption(self, job: CaptionJob) -> None:
         if job.change is Change.CLOSED:
             assert job.event.end is not None
-            self.writer.put(CloseAlert(job.event.uid, job.event.end))
+            self.writer.put(CloseAlert(job.event.uid, job.event.end, job.event.end_position))
             return
         assert job.detection is not None and job.frame is not None
         started = time.perf_counter()

@@ -77,6 +77,8 @@ class Event:
     peak_frame: int = -1
     captioned_score: float = 0.0  # peak score of the last caption job, to rate-limit re-captions
     uid: str = field(default_factory=new_event_id)  # assigned once, when the event opens
+    start_position: float | None = None  # seconds into the source (set by the pipeline)
+    end_position: float | None = None
 
 
 @dataclass

@@ -26,7 +26,7 @@ from h2a.edge.events import Change, EventEngine, EventUpdate
 from h2a.edge.queues import CaptionJob, CaptionQueue, FrameQueue
 from h2a.edge.sources import Frame, FrameSource, SourceSpec
 from h2a.edge.telemetry import Stats, iso_time, log_event
-from h2a.edge.zones import polygon_mask, zones_of
+from h2a.edge.zones import Masker, zones_of
 from h2a.runtime.engine import Detection, Engine
 
 #: A peak must beat the score of the last caption by this much to be captioned again.
@@ -67,8 +67,8 @@ class Pipeline:
         realtime = source.spec.live if options.realtime is None else options.realtime
         make_queue = FrameQueue.live if realtime else FrameQueue.file
         self.frames = make_queue(self.stats, stop_event)
-        self._mask: np.ndarray | None = None
-        self._mask_key: tuple[int, int] | None = None
+        self.masker = Masker(engine.preprocess.pad_value)
+        self._position_offset = 0.0  # frame timestamp - its position in the source (constant per source)
         self.error: BaseException | None = None
 
     def _capture(self) -> None:
@@ -134,13 +134,8 @@ class Pipeline:
         return self.stats
 
     def _process(self, frame: Frame) -> None:
-        image = frame.image
-        h, w = image.shape[:2]
-        if self.config.masks:
-            if self._mask_key != (w, h):
-                self._mask, self._mask_key = polygon_mask(self.config.masks, w, h), (w, h)
-            image = image.copy()
-            image[self._mask] = self.engine.preprocess.pad_value
+        self._position_offset = frame.timestamp - frame.position
+        image = self.masker(frame.image, self.config.masks)
         started = time.perf_counter()
         score = self.config.detection.triplet_score
         detection = self.engine.detect(image, score if score >= 0 else None)
@@ -154,6 +149,7 @@ class Pipeline:
     def _dispatch(self, update: EventUpdate, image: np.ndarray | None, detection: Detection | None) -> None:
         event = update.event
         if update.change is Change.OPENED:
+            event.start_position = event.start - self._position_offset
             self.stats.count("events_opened")
             log_event(
                 "event_opened",
@@ -163,6 +159,7 @@ class Pipeline:
                 start=iso_time(event.start),
             )
         elif update.change is Change.CLOSED:
+            event.end_position = (event.end or 0.0) - self._position_offset
             log_event(
                 "event_closed",
                 event_id=event.uid,
@@ -194,7 +191,6 @@ class Pipeline:
         elif config is not None:
             self.config = config
             self.events.set_thresholds(config.thresholds)
-            self._mask_key = None
             log_event("config_reloaded", version=config.version)
 
 

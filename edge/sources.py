@@ -98,6 +98,7 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 BGR
     index: int  # frames read from the source so far
     timestamp: float  # wall-clock seconds: live sources read it, files add media time to their start
+    position: float = 0.0  # seconds into the source: video position of a file, since opening for live
 
 
 class FrameSource:
@@ -139,7 +140,8 @@ class FrameSource:
                 self.bad_frames += 1
                 log.warning("skipping unreadable image %s", path)
                 continue
-            yield Frame(image, index, start + index * FOLDER_FRAME_INTERVAL_S)
+            position = index * FOLDER_FRAME_INTERVAL_S
+            yield Frame(image, index, start + position, position)
 
     def _file(self) -> Iterator[Frame]:
         cap = self.opener(self.spec)
@@ -157,7 +159,7 @@ class FrameSource:
                     self.bad_frames += 1
                     index += 1
                     continue
-                yield Frame(image, index, start + index / fps)
+                yield Frame(image, index, start + index / fps, index / fps)
                 index += 1
         finally:
             cap.release()
@@ -165,6 +167,7 @@ class FrameSource:
     def _live(self) -> Iterator[Frame]:
         delay = self.reconnect_min
         index = 0
+        opened_at = time.time()
         while not self.stop():
             cap = self.opener(self.spec)
             if not cap.isOpened():
@@ -181,7 +184,8 @@ class FrameSource:
                     now = time.monotonic()
                     if ok and _valid(image):
                         delay, last = self.reconnect_min, now
-                        yield Frame(image, index, time.time())
+                        now_wall = time.time()
+                        yield Frame(image, index, now_wall, now_wall - opened_at)
                         index += 1
                     elif ok:
                         self.bad_frames += 1

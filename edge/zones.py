@@ -38,3 +38,25 @@ def zones_of(
                 hits.append(zone.name)
                 break
     return hits
+
+
+class Masker:
+    """Blanks the config's masks out of frames before detection (with the model's pad value, so
+    a masked area looks like letterbox padding); the mask is rebuilt only when the size or the
+    masks change."""
+
+    def __init__(self, pad_value: int) -> None:
+        self.pad_value = pad_value
+        self._key: tuple[tuple[Polygon, ...], int, int] | None = None
+        self._mask: np.ndarray | None = None
+
+    def __call__(self, image: np.ndarray, masks: tuple[Polygon, ...]) -> np.ndarray:
+        """(H, W, 3) frame -> the same frame, or a masked copy."""
+        if not masks:
+            return image
+        h, w = image.shape[:2]
+        if self._key != (masks, w, h):
+            self._mask, self._key = polygon_mask(masks, w, h), (masks, w, h)
+        masked = image.copy()
+        masked[self._mask] = self.pad_value
+        return masked

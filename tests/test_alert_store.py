@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from h2a.edge.alerts import SNAPSHOT_DIR, Alert, AlertStore, StoreError
+from h2a.edge.alerts import SCHEMA_VERSION, SNAPSHOT_DIR, Alert, AlertStore, StoreError
 
 from .conftest import run_cli
 
@@ -199,21 +199,30 @@ def _old_store(folder: Path, version: int, with_created: bool) -> None:
     db.close()
 
 
-def test_a_first_release_store_is_read_and_written_by_name(tmp_path: Path) -> None:
+def test_a_first_release_store_is_read_then_upgraded_in_place(tmp_path: Path) -> None:
     _old_store(tmp_path, 1, with_created=True)
     (tmp_path / SNAPSHOT_DIR).mkdir()
-    (old,) = AlertStore(tmp_path, readonly=True).alerts()
-    assert (old.uid, old.caption, old.created, old.end_time) == ("u1", "old caption", 7.0, None)
-    store = AlertStore(tmp_path)
+    (old,) = AlertStore(tmp_path, readonly=True).alerts()  # a reader fills what v1 lacks with defaults
+    assert (old.uid, old.caption, old.created, old.end_time, old.start_position) == (
+        "u1",
+        "old caption",
+        7.0,
+        None,
+        None,
+    )
+    store = AlertStore(tmp_path)  # the writer adds the columns of version 2
     new = make_alert(1)
+    new.start_position = 12.5
     assert store.write(new, None) and new.id == 2
-    assert [a.uid for a in store.alerts()] == [new.uid, "u1"]
+    assert [(a.uid, a.start_position) for a in store.alerts()] == [(new.uid, 12.5), ("u1", None)]
+    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+        SCHEMA_VERSION
+    )
 
 
 def test_an_older_schema_gains_its_missing_columns_and_keeps_its_rows(tmp_path: Path) -> None:
     _old_store(tmp_path, 0, with_created=False)
-    with pytest.raises(StoreError, match="schema version 0, this tool reads 1; run edge-run on it once"):
-        AlertStore(tmp_path, readonly=True)
+    assert AlertStore(tmp_path, readonly=True).get(1) is not None  # readable as it is
     store = AlertStore(tmp_path)  # the writer upgrades in place
     (old,) = store.alerts()
     assert old.caption == "old caption" and old.created == 0.0

@@ -32,6 +32,8 @@ IMPORT_NAMES = {
     "scipy": "scipy",
     "scikit-learn": "sklearn",
     "tomli": "tomli",
+    "tomlkit": "tomlkit",
+    "matplotlib": "matplotlib",
 }
 #: What JetPack itself provides beside the [jetson] extra (its OpenCV has GStreamer).
 SYSTEM_PACKAGES = {"jetson": {"cv2"}}
@@ -95,7 +97,13 @@ def run_with(extra: str, module: str, *args: str) -> subprocess.CompletedProcess
 
 
 DEVICE_COMMANDS = {
-    "cpu": ["h2a.edge.run_cli", "h2a.edge.alerts_cli", "h2a.edge.bench", "h2a.calibration.cli"],
+    "cpu": [
+        "h2a.edge.run_cli",
+        "h2a.edge.alerts_cli",
+        "h2a.edge.bench",
+        "h2a.calibration.cli",
+        "h2a.edge.tune_cli",
+    ],
     "jetson": [
         "h2a.edge.run_cli",
         "h2a.edge.alerts_cli",

@@ -1,0 +1,165 @@
+"""`edge-tune calibrate`: per-site thresholds, label-free, from footage known to be normal.
+
+A site holds steady offsets (one type sits at 0.6 all day on one camera and at 0.1 on the next),
+so a threshold that fits one site floods another with false alarms. With an hour or so of the
+site's normal footage replayed, every event the event logic opens is a false alarm, and the
+lowest enter threshold whose false alarms stay within the target is the most sensitive setting
+the site allows. Per type:
+
+1. each clip is cut in time: the first part calibrates, the last `holdout` fraction is kept out;
+2. on the calibration part, enter runs over a fine grid (exit keeps the config's hysteresis gap,
+   min duration, cooldown and EMA stay as configured) through the same `TrackerBank` as
+   `edge-run`; the lowest enter within the target is taken and `margin` added. By default a
+   threshold is only raised, never made more sensitive than configured (`allow_lower` lets it
+   drop to what the site allows);
+3. the false-alarm rate of that setting on the held-out part is what the report promises; where
+   labelled clips are given too, the recall before and after says what it costs.
+
+The thresholds are written into the config file with tomlkit, which keeps the user's comments
+and layout; a running `edge-run` picks them up through its config reload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from h2a.edge.config import ConfigError, parse_config
+from h2a.edge.events import TypeThresholds
+from h2a.edge.score_cache import ClipScores, ScoreCache
+from h2a.edge.sweep import judge, labelled_hours, predict
+from h2a.runtime.cli import require
+from h2a.runtime.labels import LabelledEvent
+
+#: Enter thresholds tried, finest where trained models separate normal from anomalous.
+CALIBRATION_ENTERS = tuple(round(0.20 + 0.01 * i, 2) for i in range(80))  # 0.20 ... 0.99
+DEFAULT_HOLDOUT = 0.3
+DEFAULT_MARGIN = 0.02
+MAX_ENTER = 0.99
+
+
+@dataclass(frozen=True)
+class TypeCalibration:
+    anomaly: str
+    before: TypeThresholds
+    after: TypeThresholds
+    calibration_fa_per_hour: float  # of `after`, on the calibration part
+    held_out_fa_per_hour_before: float
+    held_out_fa_per_hour: float  # of `after`: what the site should see
+    target_met: bool  # on the held-out part
+    recall_before: float | None = None  # on labelled clips, where given
+    recall_after: float | None = None
+
+
+def split_in_time(cache: ScoreCache, holdout: float) -> tuple[ScoreCache, ScoreCache]:
+    """(first part, last `holdout` fraction) of every clip, positions kept."""
+    first: list[ClipScores] = []
+    last: list[ClipScores] = []
+    for c in cache.clips:
+        cut = round(len(c.positions) * (1 - holdout))
+        for part, rows in ((first, slice(0, cut)), (last, slice(cut, None))):
+            part.append(
+                ClipScores(
+                    c.clip,
+                    c.sha256,
+                    c.frame_size,
+                    c.positions[rows],
+                    c.probs[rows],
+                    c.triplet_scores[rows],
+                    c.subject_boxes[rows],
+                    c.object_boxes[rows],
+                )
+            )
+    return ScoreCache(cache.header, first), ScoreCache(cache.header, last)
+
+
+def _fa_per_hour(cache: ScoreCache, anomaly: str, settings: list[TypeThresholds]) -> list[float]:
+    """False alarms per hour of each setting on footage that is normal throughout."""
+    normal: dict[str, list[LabelledEvent]] = {c.clip: [] for c in cache.clips}
+    hours = labelled_hours(cache, normal)
+    events = predict(cache, {anomaly: settings})[anomaly]
+    return [
+        judge(anomaly, th, ev, normal, hours).fa_per_hour for th, ev in zip(settings, events, strict=True)
+    ]
+
+
+def calibrate(
+    normal: ScoreCache,
+    thresholds: dict[str, TypeThresholds],
+    target_fa_per_hour: float,
+    holdout: float = DEFAULT_HOLDOUT,
+    margin: float = DEFAULT_MARGIN,
+    labelled: tuple[ScoreCache, dict[str, list[LabelledEvent]]] | None = None,
+    allow_lower: bool = False,
+) -> list[TypeCalibration]:
+    if not 0 < holdout < 1:
+        raise ValueError("--holdout must lie between 0 and 1")
+    calib, held = split_in_time(normal, holdout)
+    out = []
+    for anomaly in normal.header.anomalies:
+        before = thresholds[anomaly]
+        gap = before.enter - before.exit
+        grid = [
+            dataclasses.replace(before, enter=e, exit=round(max(0.0, e - gap), 4)) for e in CALIBRATION_ENTERS
+        ]
+        rates = np.array(_fa_per_hour(calib, anomaly, grid))
+        within = np.flatnonzero(rates <= target_fa_per_hour)
+        enter = min(MAX_ENTER, (grid[within[0]].enter if len(within) else MAX_ENTER) + margin)
+        if not allow_lower:
+            enter = max(enter, before.enter)
+        after = dataclasses.replace(before, enter=round(enter, 4), exit=round(max(0.0, enter - gap), 4))
+        calib_rate = _fa_per_hour(calib, anomaly, [after])[0]
+        held_before, held_after = _fa_per_hour(held, anomaly, [before, after])
+        result = TypeCalibration(
+            anomaly, before, after, calib_rate, held_before, held_after, held_after <= target_fa_per_hour
+        )
+        if labelled is not None:
+            cache, labels = labelled
+            hours = labelled_hours(cache, labels)
+            events = predict(cache, {anomaly: [before, after]})[anomaly]
+            recalls = [
+                judge(anomaly, th, ev, labels, hours).recall
+                for th, ev in zip((before, after), events, strict=True)
+            ]
+            result = dataclasses.replace(result, recall_before=recalls[0], recall_after=recalls[1])
+        out.append(result)
+    return out
+
+
+def write_thresholds(
+    config_path: Path, results: list[TypeCalibration], anomalies: list[str], note: str
+) -> None:
+    """Set `[anomaly.<type>] enter/exit` in the TOML file, keeping everything else as written.
+    The new text is validated as `edge-run` would before it replaces the file (atomically)."""
+    tomlkit = require("tomlkit", "cpu", "edge-tune calibrate")
+    text = config_path.read_text() if config_path.exists() else ""
+    doc = tomlkit.parse(text)
+    if "anomaly" not in doc:
+        doc["anomaly"] = tomlkit.table(is_super_table=True)
+    section = doc["anomaly"]
+    stamp = dt.date.today().isoformat()
+    for r in results:
+        if r.anomaly not in section:
+            section[r.anomaly] = tomlkit.table()
+        table = section[r.anomaly]
+        for key, value in (("enter", r.after.enter), ("exit", r.after.exit)):
+            item = tomlkit.item(float(value))
+            item.comment(f"edge-tune calibrate {stamp}: {note}")
+            table[key] = item
+    new_text = tomlkit.dumps(doc)
+    try:
+        parse_config(new_text, anomalies, {}, "check")
+    except ConfigError as err:
+        raise ConfigError(
+            f"{config_path}: the calibrated config would not load ({err}); file left as it was"
+        ) from None
+    tmp = config_path.with_name(config_path.name + ".tmp")
+    tmp.write_text(new_text)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    tmp.replace(config_path)

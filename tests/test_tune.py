@@ -1,0 +1,201 @@
+"""edge-tune: the sweep on hand-made scores, site calibration, the report, and the sweep against
+what edge-run really stores for the same clips and thresholds."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from h2a.edge.alerts import AlertStore
+from h2a.edge.config import load_config
+from h2a.edge.events import TypeThresholds
+from h2a.edge.score_cache import ClipScores, ScoreCache, new_header
+from h2a.edge.site_calibrate import calibrate, write_thresholds
+from h2a.edge.sweep import judge, labelled_hours, predict, recommend, settings_grid
+from h2a.runtime.labels import LabelledEvent
+
+from .conftest import run_cli
+
+TYPES = ["fighting", "riot"]
+FPS = 10
+
+
+def clip_scores(name: str, probs: np.ndarray) -> ClipScores:
+    n = len(probs)
+    return ClipScores(
+        name, "", (320, 240), np.arange(n) / FPS, probs.astype(np.float32),
+        np.zeros((n, 3), np.float32), np.zeros((n, 3, 4), np.float32), np.zeros((n, 3, 4), np.float32),
+    )  # fmt: skip
+
+
+def make_cache(clips: list[ClipScores]) -> ScoreCache:
+    return ScoreCache(new_header("model", TYPES, {t: 0.5 for t in TYPES}, 1, "cfg"), clips)
+
+
+def separable_clip(name: str, seconds: int, events: list[tuple[float, float]], seed: int) -> ClipScores:
+    """fighting: 0.16-0.24 when normal, 0.71-0.79 inside the labelled intervals; riot stays low."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(seconds * FPS) / FPS
+    inside = np.zeros(len(t), bool)
+    for start, end in events:
+        inside |= (t >= start) & (t < end)
+    fighting = np.where(inside, 0.75, 0.20) + rng.uniform(-0.04, 0.04, len(t))
+    riot = 0.1 + rng.uniform(-0.04, 0.04, len(t))
+    return clip_scores(name, np.stack([fighting, riot], 1))
+
+
+def test_the_sweep_recovers_a_separating_threshold() -> None:
+    """Anomalies score 0.71-0.79, normal frames 0.16-0.24: every enter from 0.30 to 0.70 catches
+    all and alarms never, whatever the minimum duration; 0.75 still catches each event on its
+    frames above 0.75; 0.80 catches none. The recommendation is the most conservative: 0.75."""
+    clips = [separable_clip(f"c{i}", 60, [(10.0 + i, 20.0 + i)], i) for i in range(4)]
+    clips.append(separable_clip("normal", 120, [], 9))
+    cache = make_cache(clips)
+    labels = {f"c{i}": [LabelledEvent("fighting", 10.0 + i, 20.0 + i)] for i in range(4)} | {"normal": []}
+    grid = settings_grid(TypeThresholds(ema=1.0, cooldown=0.0))
+    events = predict(cache, {"fighting": grid})["fighting"]
+    hours = labelled_hours(cache, labels)
+    outcomes = [judge("fighting", th, ev, labels, hours) for th, ev in zip(grid, events, strict=True)]
+    chosen, met = recommend(outcomes, target_fa_per_hour=0.0)
+    assert met and chosen.recall == 1.0 and chosen.false_alarms == 0
+    assert chosen.setting.enter == 0.75
+    band = [o for o in outcomes if 0.30 <= o.setting.enter <= 0.70]
+    assert band and all(o.recall == 1.0 and o.false_alarms == 0 for o in band)
+    assert all(o.recall == 0.0 for o in outcomes if o.setting.enter >= 0.80)  # above every score
+
+
+def test_sweep_rows_are_independent_of_each_other() -> None:
+    """The bank steps all settings together; each row must give what it gives alone."""
+    cache = make_cache([separable_clip("c", 60, [(5.0, 9.0), (30.0, 31.0)], 1)])
+    grid = settings_grid(TypeThresholds(ema=0.6, cooldown=2.0))
+    together = predict(cache, {"fighting": grid, "riot": grid})
+    for i in range(0, len(grid), 7):
+        alone = predict(cache, {"fighting": [grid[i]]})["fighting"][0]
+        assert together["fighting"][i] == alone
+
+
+def test_calibrate_on_normal_footage_meets_the_target_on_held_out_footage(tmp_path: Path) -> None:
+    """A site where riot sits at 0.62-0.69 all day: the default 0.5 alarms constantly."""
+    rng = np.random.default_rng(3)
+    clips = []
+    for i in range(3):
+        n = 20 * 60 * FPS  # 20 minutes each, one hour in all
+        fighting = 0.1 + 0.05 * rng.random(n)
+        riot = 0.62 + 0.07 * rng.random(n)
+        riot[rng.integers(0, n, 5)] = 0.5  # dips: each lets an event close and a new one open
+        clips.append(clip_scores(f"site{i}", np.stack([fighting, riot], 1)))
+    normal = make_cache(clips)
+    base = {t: TypeThresholds(enter=0.5, exit=0.35, min_duration=0.5, cooldown=10.0, ema=0.5) for t in TYPES}
+    (fighting, riot) = calibrate(normal, base, target_fa_per_hour=0.5, holdout=0.3)
+    assert fighting.after == base["fighting"]  # already quiet: never lowered by default
+    assert riot.after.enter > 0.69 and riot.held_out_fa_per_hour <= 0.5 and riot.target_met
+    assert riot.held_out_fa_per_hour_before > 0.5  # it was noisy before
+    assert riot.after.enter - riot.after.exit == pytest.approx(0.15)  # the hysteresis gap is kept
+
+    config = tmp_path / "edge.toml"
+    config.write_text('# gate camera\n[camera]\nname = "gate-1"  # the north gate\n')
+    write_thresholds(config, [fighting, riot], TYPES, "0.5 FA/h target")
+    text = config.read_text()
+    assert "# gate camera" in text and "# the north gate" in text  # the user's comments survive
+    loaded = load_config(config, TYPES, {})
+    assert loaded.thresholds["riot"].enter == pytest.approx(riot.after.enter)
+    assert loaded.camera.name == "gate-1"
+
+
+def _flapping_fighting(tiny_bundle: Path, videos: list[Path]) -> float:
+    """The median fighting score of the clips' frames (the untrained model's scores wander)."""
+    import cv2
+
+    from h2a.runtime.bundle import load_bundle
+    from h2a.runtime.engine import Engine
+
+    engine = Engine(load_bundle(tiny_bundle))
+    scores = []
+    for video in videos:
+        cap = cv2.VideoCapture(str(video))
+        while (frame := cap.read())[0]:
+            scores.append(engine.detect(frame[1]).anomaly["fighting"])
+    return float(np.median(scores))
+
+
+def test_sweep_predicts_what_edge_run_stores(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Same clips, same thresholds: the sweep's events are edge-run's stored alerts, start and
+    end positions included (one event code path)."""
+    data = tmp_path / "clips"
+    made = run_cli(
+        "h2a.export_tools.data.generate",
+        "--out",
+        str(data),
+        "--count",
+        "3",
+        "--size",
+        "96",
+        "--video",
+        "--quiet",
+    )
+    assert made.returncode == 0, made.stderr
+    videos = sorted((data / "videos").glob("*.mp4"))
+    median = _flapping_fighting(tiny_bundle, videos)
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        "[detection]\ntriplet_score = 0.5\n[defaults]\nenter = 1.0\nexit = 0.0\nmin_duration = 0.0\n"
+        f"cooldown = 0.3\nema = 0.7\n[anomaly.fighting]\nenter = {median!r}\nexit = {median - 0.002!r}\n"
+    )
+    scores = tmp_path / "run.scores"
+    replay = run_cli(
+        "h2a.edge.tune_cli", "replay", "--engine", str(tiny_bundle), "--source", str(data / "videos"),
+        "--labels", str(data / "labels.json"), "--config", str(config), "--out", str(scores), "--quiet",
+    )  # fmt: skip
+    assert replay.returncode == 0, replay.stderr
+    cache = ScoreCache.load(scores)
+    th = load_config(config, cache.header.anomalies, cache.header.default_enter).thresholds
+    predicted = predict(cache, {"fighting": [th["fighting"]]})["fighting"][0]
+    assert len(predicted) >= 3
+    for video in videos:
+        alerts = tmp_path / f"alerts-{video.stem}"
+        run = run_cli(
+            "h2a.edge.run_cli", "--engine", str(tiny_bundle), "--source", str(video), "--alerts", str(alerts),
+            "--config", str(config),
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        stored = sorted((a.start_position, a.end_position) for a in AlertStore(alerts).alerts())
+        mine = sorted((e.start, e.end) for e in predicted if e.clip == str(video.resolve()))
+        assert len(stored) == len(mine)
+        for (s1, e1), (s2, e2) in zip(stored, mine, strict=True):
+            assert s1 == pytest.approx(s2, abs=1e-3) and e1 == pytest.approx(e2, abs=1e-3)
+
+    out = tmp_path / "report"
+    sweep = run_cli(
+        "h2a.edge.tune_cli", "sweep", "--scores", str(scores), "--config", str(config), "--out", str(out)
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    assert "| fighting |" in sweep.stdout and "settings over" in sweep.stdout
+    pngs = [*out.glob("tradeoff_*.png"), *(out / "timelines").glob("*.png")]
+    assert len(pngs) == len(cache.header.anomalies) + len(videos)
+    assert all(p.stat().st_size > 1000 for p in pngs)
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and 'src="timelines/' in html and "<script" not in html
+    again = run_cli(
+        "h2a.edge.tune_cli", "replay", "--engine", str(tiny_bundle), "--source", str(data / "videos"),
+        "--config", str(config), "--out", str(scores),
+    )  # fmt: skip
+    assert again.returncode == 0 and "(3 reused)" in again.stdout, again.stderr
+
+
+def test_a_changed_clip_is_replayed_again(tmp_path: Path) -> None:
+    """Reuse needs the same bytes: the cache records each clip's sha256."""
+    from h2a.edge.score_cache import sha256_of
+
+    a = tmp_path / "a.bin"
+    a.write_bytes(b"one")
+    first = sha256_of([a])
+    a.write_bytes(b"two")
+    assert sha256_of([a]) != first
+    cache = make_cache([dataclasses.replace(clip_scores(str(a), np.zeros((3, 2))), sha256=first)])
+    path = tmp_path / "x.scores"
+    cache.save(path)
+    back = ScoreCache.load(path)
+    assert back.clips[0].sha256 == first and back.header.default_enter == {"fighting": 0.5, "riot": 0.5}
