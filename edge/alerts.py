@@ -31,13 +31,17 @@ from h2a.runtime.errors import H2AError, InputError
 if TYPE_CHECKING:
     from h2a.runtime.engine import Detection, Explanation
 
-SCHEMA_VERSION = 2  # 2: start_position, end_position (seconds into the source)
+SCHEMA_VERSION = 2  # 2: start/end position in the source, the source, field labels
 DB_NAME = "alerts.db"
 SNAPSHOT_DIR = "snapshots"
 #: How long a connection waits for a lock held by another process (a reader, `edge-alerts`).
 LOCK_TIMEOUT_S = 10.0
 #: Deleting the oldest alerts to fit the disk quota goes in batches of this many rows.
 QUOTA_DELETE_BATCH = 10
+
+
+#: What a field engineer can say of an alert (`edge-alerts label ID true|false`).
+LABELS = ("true", "false")
 
 
 class StoreError(H2AError):
@@ -66,6 +70,9 @@ class Alert:
     created: float = 0.0  # when the row was first committed (set by the store)
     start_position: float | None = None  # seconds into the source: a file's video position
     end_position: float | None = None
+    source: str = ""  # what edge-run read: a file's resolved path, a URL, "camera 0"
+    label: str | None = None  # a field engineer's verdict, one of LABELS
+    label_note: str | None = None
     id: int | None = field(default=None, metadata={"primary_key": True})
 
     def as_json(self) -> dict[str, Any]:
@@ -86,6 +93,7 @@ def build_alert(
     zones: list[str],
     model_sha256: str,
     config_version: str,
+    source: str = "",
 ) -> Alert:
     """The alert of `event` from the frame that was captioned: triplets with boxes in frame
     pixels, the What/Who/Where fields and the caption. Its uid is the event's."""
@@ -119,6 +127,7 @@ def build_alert(
         uid=event.uid,
         start_position=event.start_position,
         end_position=event.end_position,
+        source=source,
     )
 
 
@@ -146,8 +155,10 @@ def _column(f: Any, hint: Any) -> Column:
         sql += " NOT NULL"
     if f.metadata.get("unique"):
         sql += " UNIQUE"
-    if f.default is not MISSING and f.default is not None and not isinstance(f.default, str):
-        sql += f" DEFAULT {f.default!r}"  # lets a migration add the column to existing rows
+    if isinstance(f.default, str):
+        sql += " DEFAULT '" + f.default.replace("'", "''") + "'"  # lets a migration add the column
+    elif f.default is not MISSING and f.default is not None:
+        sql += f" DEFAULT {f.default!r}"
     return Column(f.name, sql, is_json)
 
 
@@ -177,7 +188,7 @@ def _upsert_sql() -> str:
     a late re-caption of a closed event keeps the end its close wrote."""
     names = ", ".join(c.name for c in WRITTEN)
     marks = ", ".join("?" for _ in WRITTEN)
-    kept = {"uid", "created", "end_time"}
+    kept = {"uid", "created", "end_time", "label", "label_note"}  # a re-caption keeps the verdict
     sets = [f"{c.name} = excluded.{c.name}" for c in WRITTEN if c.name not in kept]
     sets.append("end_time = COALESCE(excluded.end_time, alerts.end_time)")
     return f"INSERT INTO alerts ({names}) VALUES ({marks}) ON CONFLICT(uid) DO UPDATE SET {', '.join(sets)}"
@@ -211,20 +222,30 @@ def write_atomic(path: Path, data: bytes) -> None:
 class AlertStore:
     """One connection, used from one thread (the alert writer); readers open their own."""
 
-    def __init__(self, folder: str | Path, readonly: bool = False) -> None:
+    def __init__(self, folder: str | Path, readonly: bool = False, labeller: bool = False) -> None:
+        """`readonly`: a reader beside the running writer. `labeller`: writes labels only, beside
+        the running writer, so it neither migrates nor sweeps (a sweep could remove a snapshot the
+        writer has written and not yet committed)."""
         self.folder = Path(folder)
         self.snapshots = self.folder / SNAPSHOT_DIR
-        if readonly and not (self.folder / DB_NAME).is_file():
+        if (readonly or labeller) and not (self.folder / DB_NAME).is_file():
             raise InputError(f"{self.folder}: no alert store here ({DB_NAME} missing)")
         try:
-            if not readonly:
+            if not (readonly or labeller):
                 self.snapshots.mkdir(parents=True, exist_ok=True)
             uri = f"file:{self.folder / DB_NAME}" + ("?mode=ro" if readonly else "")
             self.db = sqlite3.connect(
                 uri, uri=True, timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             self.db.row_factory = sqlite3.Row
-            if not readonly:
+            if labeller:
+                found = self._version()
+                if found != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.folder}: alert store schema version {found}, labels need {SCHEMA_VERSION}; "
+                        "run edge-run on it once to upgrade it"
+                    )
+            elif not readonly:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.executescript(create_table_sql())
@@ -313,6 +334,15 @@ class AlertStore:
         """Record when the event ended; False if no row holds that event (its caption failed)."""
         cur = self.db.execute(
             "UPDATE alerts SET end_time = ?, end_position = ? WHERE uid = ?", (end_time, end_position, uid)
+        )
+        return cur.rowcount > 0
+
+    def set_label(self, alert_id: int, label: str | None, note: str | None = None) -> bool:
+        """A field engineer's verdict (None clears it); False if there is no such alert."""
+        if label is not None and label not in LABELS:
+            raise InputError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
+        cur = self.db.execute(
+            "UPDATE alerts SET label = ?, label_note = ? WHERE id = ?", (label, note, alert_id)
         )
         return cur.rowcount > 0
 

@@ -1,4 +1,5 @@
-"""`edge-alerts --alerts DIR list|show ID|export --jsonl FILE`: look at alerts on the device."""
+"""`edge-alerts --alerts DIR list|show ID|label ID true|false|export --jsonl FILE`: look at alerts
+on the device, and mark them true or false alarms (evidence `edge-tune sweep --alerts` reads)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from h2a.edge.alerts import Alert, AlertStore
+from h2a.edge.alerts import LABELS, Alert, AlertStore
 from h2a.runtime.cli import run_main
 from h2a.runtime.errors import InputError
 
@@ -24,6 +25,7 @@ def _seconds(value: float | None) -> str:
 
 def _line(a: Alert) -> str:
     head = f"{a.id:>5}  {_when(a.start_time)}  {a.camera:<10} {a.anomaly:<13} {a.peak_score:5.2f}"
+    head += f" {a.label or '-':>5}"
     return f"{head}  {a.caption[:70]}"
 
 
@@ -39,6 +41,8 @@ def _show(a: Alert, folder: Path) -> str:
         f"Where:      {a.location}",
         f"Caption:    {a.caption}",
         f"zones       {', '.join(a.zones) or '-'}",
+        f"source      {a.source or '-'}",
+        f"label       {a.label or '-'}{f' ({a.label_note})' if a.label_note else ''}",
         "triplets:",
     ]
     for t in a.triplets:
@@ -63,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     ls.add_argument("--limit", type=int, default=50)
     show = sub.add_parser("show", help="one alert in full")
     show.add_argument("id", type=int)
+    label = sub.add_parser("label", help="mark an alert a true or a false alarm (evidence for edge-tune)")
+    label.add_argument("id", type=int)
+    label.add_argument("verdict", choices=(*LABELS, "clear"), help="true, false, or clear to remove it")
+    label.add_argument("--note", help="why, in a few words")
     export = sub.add_parser("export", help="all alerts as JSON lines (for log shippers)")
     export.add_argument("--jsonl", type=Path, required=True, help="file to write, or - for stdout")
     args = p.parse_args(argv)
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_list(args: argparse.Namespace) -> None:
     store = AlertStore(args.alerts, readonly=True)
-    print(f"{'id':>5}  {'start':<19}  {'camera':<10} {'anomaly':<13} {'peak':>5}  caption")
+    print(f"{'id':>5}  {'start':<19}  {'camera':<10} {'anomaly':<13} {'peak':>5} {'label':>5}  caption")
     for a in store.alerts(args.limit):
         print(_line(a))
     print(f"{store.count()} alerts in {args.alerts}")
@@ -97,8 +105,17 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"wrote {len(lines)} alerts to {args.jsonl}")
 
 
+def cmd_label(args: argparse.Namespace) -> None:
+    store = AlertStore(args.alerts, labeller=True)
+    verdict = None if args.verdict == "clear" else args.verdict
+    if not store.set_label(args.id, verdict, args.note):
+        raise InputError(f"no alert {args.id} in {args.alerts}")
+    print(f"alert {args.id}: {'label cleared' if verdict is None else verdict + ' alarm'}")
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "list": cmd_list,
+    "label": cmd_label,
     "show": cmd_show,
     "export": cmd_export,
 }

@@ -30,11 +30,13 @@ class CaptionWorker:
         writer: AlertWriter,
         config: Callable[[], EdgeConfig],
         model_sha256: str,
+        source: str,
         stats: Stats,
     ) -> None:
-        """`config` returns the config in force (it may be reloaded while the worker runs)."""
+        """`config` returns the config in force (it may be reloaded while the worker runs);
+        `source` names the source on every alert."""
         self.engine, self.jobs, self.writer, self.config = engine, jobs, writer, config
-        self.model_sha256, self.stats = model_sha256, stats
+        self.model_sha256, self.source, self.stats = model_sha256, source, stats
 
     def run(self) -> None:
         """Until a None job: then the writer is told to finish too."""
@@ -71,6 +73,7 @@ class CaptionWorker:
             zones=job.zones,
             model_sha256=self.model_sha256,
             config_version=config.version,
+            source=self.source,
         )
         labels = [
             (s, o, t.words)

@@ -62,7 +62,13 @@ class Pipeline:
         self.captions = CaptionQueue(self.stats)
         self.writer = AlertWriter(options.alerts_dir, lambda: self.config.alerts, self.stats)
         self.captioner = CaptionWorker(
-            engine, self.captions, self.writer, lambda: self.config, model_sha256, self.stats
+            engine,
+            self.captions,
+            self.writer,
+            lambda: self.config,
+            model_sha256,
+            source.spec.name(),
+            self.stats,
         )
         realtime = source.spec.live if options.realtime is None else options.realtime
         make_queue = FrameQueue.live if realtime else FrameQueue.file

@@ -35,19 +35,23 @@ def expand_sources(sources: list[str]) -> list[Clip]:
     clips: list[Clip] = []
     for source in sources:
         if source.startswith(URL_PREFIXES):
-            clips.append(Clip(source, SourceSpec("url", source, True), ()))
+            spec = SourceSpec("url", source, True)
+            clips.append(Clip(spec.name(), spec, ()))
             continue
         path = Path(source)
         if path.is_file():
-            clips.append(Clip(str(path.resolve()), SourceSpec("file", str(path), False), (path,)))
+            spec = SourceSpec("file", str(path), False)
+            clips.append(Clip(spec.name(), spec, (path,)))
         elif path.is_dir():
             entries = sorted(path.iterdir())
             videos = [p for p in entries if p.suffix.lower() in VIDEO_SUFFIXES]
             images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
             if videos:
-                clips += [Clip(str(v.resolve()), SourceSpec("file", str(v), False), (v,)) for v in videos]
+                specs = [SourceSpec("file", str(v), False) for v in videos]
+                clips += [Clip(spec.name(), spec, (v,)) for spec, v in zip(specs, videos, strict=True)]
             elif images:
-                clips.append(Clip(str(path.resolve()), SourceSpec("folder", str(path), False), tuple(images)))
+                spec = SourceSpec("folder", str(path), False)
+                clips.append(Clip(spec.name(), spec, tuple(images)))
             else:
                 raise SourceError(f"{source}: no videos or images in this folder")
         else:

@@ -46,6 +46,13 @@ class SourceSpec:
     def describe(self) -> str:
         return f"{self.kind} {self.target}"
 
+    def name(self) -> str:
+        """How alerts and edge-tune's score caches name this source: a file's or folder's resolved
+        path (so an alert can be matched to a replayed clip), a URL as given, else `describe()`."""
+        if self.kind in ("file", "folder"):
+            return str(Path(str(self.target)).resolve())
+        return str(self.target) if self.kind == "url" else self.describe()
+
 
 def gstreamer_available() -> bool:
     info = cv2.getBuildInformation()

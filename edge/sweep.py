@@ -158,6 +158,24 @@ def labels_by_clip(
     return {c.clip: named[c.clip] for c in cache.clips if c.clip in named}
 
 
+def alert_evidence(folder: Path, cache: ScoreCache) -> dict[str, list[LabelledEvent]]:
+    """Alerts a field engineer marked (`edge-alerts label`) on clips that were replayed: a true
+    alarm becomes a labelled event over the alert's span; a clip with any marked alert counts as
+    labelled, so alarms there without a true label are judged false."""
+    from h2a.edge.alerts import AlertStore
+
+    replayed = {c.clip for c in cache.clips}
+    out: dict[str, list[LabelledEvent]] = {}
+    for a in AlertStore(folder, readonly=True).alerts():
+        if a.label is None or a.source not in replayed or a.start_position is None:
+            continue
+        events = out.setdefault(a.source, [])
+        if a.label == "true":
+            end = a.end_position if a.end_position is not None else a.start_position
+            events.append(LabelledEvent(a.anomaly, a.start_position, end))
+    return out
+
+
 def recommend(outcomes: list[Outcome], target_fa_per_hour: float) -> tuple[Outcome, bool]:
     """The operating point: within the target false-alarm rate, the best recall, then the fewest
     false alarms, then the highest (most conservative) thresholds. -> (outcome, target met);

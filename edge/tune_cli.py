@@ -93,13 +93,19 @@ def _thresholds(cache: ScoreCache, config_path: Path | None) -> EdgeConfig:
     return load_config(config_path, cache.header.anomalies, cache.header.default_enter)
 
 
-def _labels(cache: ScoreCache, path: Path | None) -> dict[str, list[LabelledEvent]]:
-    """The cache's own labels, overridden clip by clip by a labels file."""
-    from h2a.edge.sweep import labels_by_clip
+def _labels(
+    cache: ScoreCache, path: Path | None, alerts: Path | None = None
+) -> dict[str, list[LabelledEvent]]:
+    """The cache's own labels, overridden clip by clip by a labels file, plus the alerts a field
+    engineer marked true or false in an alert store."""
+    from h2a.edge.sweep import alert_evidence, labels_by_clip
 
     labels = cache.labelled()
     if path is not None:
         labels.update(labels_by_clip(cache, load_labels(path, cache.header.anomalies)))
+    if alerts is not None:
+        for clip, events in alert_evidence(alerts, cache).items():
+            labels[clip] = [*labels.get(clip, []), *events]
     return labels
 
 
@@ -109,9 +115,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     cache = ScoreCache.load(args.scores)
     config = _thresholds(cache, args.config)
-    labels = _labels(cache, args.labels)
+    labels = _labels(cache, args.labels, args.alerts)
     if not labels:
-        raise InputError(f"{args.scores}: no labelled clips; replay with --labels or give --labels here")
+        raise InputError(
+            f"{args.scores}: no labelled clips; replay with --labels, give --labels here, or --alerts with "
+            "alerts marked by edge-alerts label"
+        )
     hours = labelled_hours(cache, labels)
     grid = {name: settings_grid(config.thresholds[name]) for name in cache.header.anomalies}
     started = time.perf_counter()
@@ -209,6 +218,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--scores", type=Path, required=True)
     s.add_argument("--config", type=Path, help="base thresholds (cooldown and EMA are kept from it)")
     s.add_argument("--labels", type=Path, help="clip labels, beside or instead of those in the cache")
+    s.add_argument(
+        "--alerts", type=Path, help="an alert store whose marked alerts (edge-alerts label) count too"
+    )
     s.add_argument("--target-fa", type=float, default=1.0, help="false alarms per hour to stay within (1)")
     s.add_argument(
         "--tolerance", type=float, default=DEFAULT_TOLERANCE_S, help="seconds of slack when matching"

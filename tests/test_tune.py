@@ -199,3 +199,34 @@ def test_a_changed_clip_is_replayed_again(tmp_path: Path) -> None:
     cache.save(path)
     back = ScoreCache.load(path)
     assert back.clips[0].sha256 == first and back.header.default_enter == {"fighting": 0.5, "riot": 0.5}
+
+
+def test_alerts_marked_in_the_store_become_sweep_evidence(tmp_path: Path) -> None:
+    from h2a.edge.sweep import alert_evidence
+
+    from .test_alert_store import make_alert
+
+    store = AlertStore(tmp_path / "alerts")
+    for i, (start, end) in enumerate([(3.0, 6.0), (20.0, 21.0), (40.0, 41.0)]):
+        a = make_alert(i)
+        a.anomaly, a.source, a.start_position, a.end_position = "fighting", "/clips/a.mp4", start, end
+        store.write(a, None)
+    other = make_alert(9)
+    other.source, other.start_position = "/clips/not-replayed.mp4", 1.0
+    store.write(other, None)
+    folder = str(tmp_path / "alerts")
+    marked = [
+        run_cli("h2a.edge.alerts_cli", "--alerts", folder, "label", "1", "true"),
+        run_cli("h2a.edge.alerts_cli", "--alerts", folder, "label", "2", "false", "--note", "a shadow"),
+        run_cli("h2a.edge.alerts_cli", "--alerts", folder, "label", "4", "false"),
+    ]
+    assert all(r.returncode == 0 for r in marked), [r.stderr for r in marked]
+    missing = run_cli("h2a.edge.alerts_cli", "--alerts", folder, "label", "99", "true")
+    assert missing.returncode == 2 and "no alert 99" in missing.stderr
+    shown = run_cli("h2a.edge.alerts_cli", "--alerts", folder, "show", "2")
+    assert "label       false (a shadow)" in shown.stdout
+    cache = make_cache([clip_scores("/clips/a.mp4", np.zeros((600, 2)))])
+    evidence = alert_evidence(tmp_path / "alerts", cache)
+    assert evidence == {
+        "/clips/a.mp4": [LabelledEvent("fighting", 3.0, 6.0)]
+    }  # unmarked alert 3 adds nothing
