@@ -28,9 +28,19 @@ jpeg_quality = 90
 [[mask]]                # blanked before detection (a road, a TV screen); points in [0, 1]
 points = [[0.0, 0.8], [1.0, 0.8], [1.0, 1.0], [0.0, 1.0]]
 
-[[zone]]                # named areas an alert reports when its triplets fall inside
-name = "entrance"
+[[zone]]                # where alerts may come from: once any zone is set, an event alerts only
+name = "entrance"       # when a triplet's subject stands inside a zone that arms its type
 points = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
+types = ["fighting", "riot"]   # the types this zone arms (default: all; [] = only a label)
+enter = 0.6             # optional: the event's score must reach this for an alert from here
+min_duration = 1.0      # optional: ... and it must have lasted this long (seconds)
+
+[[schedule]]            # when alerts are armed (local time); with none, always. A disarmed
+days = ["mon", "tue", "wed", "thu", "fri"]   # type still scores and is logged, but stores no
+from = "18:00"          # alert. Default days: all; a span may pass midnight (22:00 -> 06:00)
+to = "07:30"
+types = ["fighting"]    # optional: only these types (default all)
+zones = ["entrance"]    # optional: only alerts from these zones (default any)
 """
 
 from __future__ import annotations
@@ -94,13 +104,36 @@ class Polygon:
 
 
 @dataclass(frozen=True)
+class Zone:
+    name: str
+    points: tuple[tuple[float, float], ...]
+    types: tuple[str, ...] | None = None  # None: every type
+    enter: float | None = None
+    min_duration: float | None = None
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MINUTES_PER_DAY = 24 * 60
+
+
+@dataclass(frozen=True)
+class Schedule:
+    days: tuple[str, ...]
+    start: int  # minutes after local midnight
+    end: int  # a span with end <= start passes midnight
+    types: tuple[str, ...] | None = None
+    zones: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     thresholds: dict[str, TypeThresholds] = field(default_factory=dict)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     masks: tuple[Polygon, ...] = ()
-    zones: tuple[Polygon, ...] = ()
+    zones: tuple[Zone, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
     version: str = "defaults"  # a short hash of the file, recorded in every alert
 
 
@@ -112,33 +145,106 @@ def _section(cls: type[T], data: Any, where: str) -> T:
         raise ConfigError(f"config: {err}") from None
 
 
-def _polygons(items: Any, where: str, named: bool) -> tuple[Polygon, ...]:
+def _points(value: Any, key: str) -> tuple[tuple[float, float], ...]:
+    if (
+        not isinstance(value, list)
+        or len(value) < 3
+        or not all(
+            isinstance(p, list)
+            and len(p) == 2
+            and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in p)
+            for p in value
+        )
+    ):
+        raise ConfigError(f"config: '{key}.points' must be 3 or more [x, y] pairs in [0, 1]")
+    return tuple((float(x), float(y)) for x, y in value)
+
+
+def _tables(items: Any, where: str, known: set[str], required: tuple[str, ...]) -> list[dict[str, Any]]:
+    """An array of tables ([[where]]), each checked for unknown and missing keys."""
     if not isinstance(items, list):
         raise ConfigError(f"config: [[{where}]] must be an array of tables")
-    out = []
     for i, item in enumerate(items):
         key = f"{where}[{i}]"
-        if not isinstance(item, dict) or "points" not in item:
-            raise ConfigError(f"config: '{key}.points' is missing")
-        unknown = set(item) - {"points", "name"}
+        if not isinstance(item, dict):
+            raise ConfigError(f"config: '{key}' must be a table")
+        for name in required:
+            if name not in item:
+                raise ConfigError(f"config: '{key}.{name}' is missing")
+        unknown = sorted(set(item) - known)
         if unknown:
-            raise ConfigError(f"config: unknown key '{key}.{sorted(unknown)[0]}'")
-        pts = item["points"]
-        if (
-            not isinstance(pts, list)
-            or len(pts) < 3
-            or not all(
-                isinstance(p, list)
-                and len(p) == 2
-                and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in p)
-                for p in pts
-            )
-        ):
-            raise ConfigError(f"config: '{key}.points' must be 3 or more [x, y] pairs in [0, 1]")
-        name = item.get("name", f"{where}{i}")
-        if named and not isinstance(name, str):
+            raise ConfigError(f"config: unknown key '{key}.{unknown[0]}' (known: {', '.join(sorted(known))})")
+    return items
+
+
+def _names(value: Any, key: str, allowed: list[str], what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config: '{key}' must be a list of names")
+    for v in value:
+        if v not in allowed:
+            raise ConfigError(f"config: '{key}' names {what} {v!r} (known: {', '.join(allowed)})")
+    return tuple(value)
+
+
+def _unit(value: Any, key: str, high: float | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (high and value > high):
+        bound = f"in [0, {high:g}]" if high else "a number, at least 0"
+        raise ConfigError(f"config: '{key}' must be {bound}, got {value!r}")
+    return float(value)
+
+
+def _masks(items: Any) -> tuple[Polygon, ...]:
+    tables = _tables(items, "mask", {"points", "name"}, ("points",))
+    return tuple(
+        Polygon(str(t.get("name", f"mask{i}")), _points(t["points"], f"mask[{i}]"))
+        for i, t in enumerate(tables)
+    )
+
+
+def _zones(items: Any, anomalies: list[str]) -> tuple[Zone, ...]:
+    tables = _tables(items, "zone", {"points", "name", "types", "enter", "min_duration"}, ("points",))
+    out = []
+    for i, t in enumerate(tables):
+        key = f"zone[{i}]"
+        name = t.get("name", f"zone{i}")
+        if not isinstance(name, str):
             raise ConfigError(f"config: '{key}.name' must be text")
-        out.append(Polygon(str(name), tuple((float(x), float(y)) for x, y in pts)))
+        out.append(
+            Zone(
+                name,
+                _points(t["points"], key),
+                _names(t["types"], f"{key}.types", anomalies, "anomaly type") if "types" in t else None,
+                _unit(t["enter"], f"{key}.enter", 1.0) if "enter" in t else None,
+                _unit(t["min_duration"], f"{key}.min_duration", None) if "min_duration" in t else None,
+            )
+        )
+    return tuple(out)
+
+
+def _clock(value: Any, key: str) -> int:
+    """'HH:MM' -> minutes after midnight."""
+    hours, _, minutes = str(value).partition(":") if isinstance(value, str) else ("", "", "")
+    if not (
+        hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60 and len(minutes) == 2
+    ):
+        raise ConfigError(f"config: '{key}' must be a time of day like \"18:30\", got {value!r}")
+    return int(hours) * 60 + int(minutes)
+
+
+def _schedules(items: Any, anomalies: list[str], zones: tuple[Zone, ...]) -> tuple[Schedule, ...]:
+    tables = _tables(items, "schedule", {"days", "from", "to", "types", "zones"}, ("from", "to"))
+    out = []
+    for i, t in enumerate(tables):
+        key = f"schedule[{i}]"
+        out.append(
+            Schedule(
+                _names(t["days"], f"{key}.days", list(DAYS), "day") if "days" in t else DAYS,
+                _clock(t["from"], f"{key}.from"),
+                _clock(t["to"], f"{key}.to"),
+                _names(t["types"], f"{key}.types", anomalies, "anomaly type") if "types" in t else None,
+                _names(t["zones"], f"{key}.zones", [z.name for z in zones], "zone") if "zones" in t else None,
+            )
+        )
     return tuple(out)
 
 
@@ -149,7 +255,7 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config: not valid TOML ({err})") from None
-    allowed = {"camera", "detection", "defaults", "anomaly", "alerts", "mask", "zone"}
+    allowed = {"camera", "detection", "defaults", "anomaly", "alerts", "mask", "zone", "schedule"}
     for key in data:
         if key not in allowed:
             raise ConfigError(f"config: unknown section '{key}' (known: {', '.join(sorted(allowed))})")
@@ -181,13 +287,15 @@ def parse_config(
         thresholds[name] = th
     detection = _section(DetectionConfig, data.get("detection", {}), "detection")
     alerts = _section(AlertConfig, data.get("alerts", {}), "alerts")
+    zones = _zones(data.get("zone", []), anomalies)
     return EdgeConfig(
         camera,
         detection,
         thresholds,
         alerts,
-        _polygons(data.get("mask", []), "mask", False),
-        _polygons(data.get("zone", []), "zone", True),
+        _masks(data.get("mask", [])),
+        zones,
+        _schedules(data.get("schedule", []), anomalies, zones),
         version,
     )
 

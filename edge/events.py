@@ -79,6 +79,7 @@ class Event:
     uid: str = field(default_factory=new_event_id)  # assigned once, when the event opens
     start_position: float | None = None  # seconds into the source (set by the pipeline)
     end_position: float | None = None
+    alerted: bool = False  # an alert was raised (schedules and zones may withhold it)
 
 
 @dataclass

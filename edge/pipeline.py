@@ -15,11 +15,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from h2a.edge.alert_writer import AlertWriter
+from h2a.edge.arming import decide
 from h2a.edge.captioning import CaptionWorker
 from h2a.edge.config import ConfigWatcher, EdgeConfig
 from h2a.edge.events import Change, EventEngine, EventUpdate
@@ -154,6 +156,19 @@ class Pipeline:
 
     def _dispatch(self, update: EventUpdate, image: np.ndarray | None, detection: Detection | None) -> None:
         event = update.event
+        if update.change is Change.CLOSED:
+            event.end_position = (event.end or 0.0) - self._position_offset
+            log_event(
+                "event_closed",
+                event_id=event.uid,
+                anomaly=event.anomaly,
+                peak=event.peak_score,
+                end=iso_time(event.end or 0.0),
+                alerted=event.alerted,
+            )
+            if event.alerted:
+                self.captions.put(CaptionJob(Change.CLOSED, event))
+            return
         if update.change is Change.OPENED:
             event.start_position = event.start - self._position_offset
             self.stats.count("events_opened")
@@ -164,23 +179,27 @@ class Pipeline:
                 score=event.peak_score,
                 start=iso_time(event.start),
             )
-        elif update.change is Change.CLOSED:
-            event.end_position = (event.end or 0.0) - self._position_offset
-            log_event(
-                "event_closed",
-                event_id=event.uid,
-                anomaly=event.anomaly,
-                peak=event.peak_score,
-                end=iso_time(event.end or 0.0),
-            )
-            self.captions.put(CaptionJob(Change.CLOSED, event))
+        elif event.alerted and event.peak_score < event.captioned_score + PEAK_RECAPTION_MIN_GAIN:
             return
-        elif event.peak_score < event.captioned_score + PEAK_RECAPTION_MIN_GAIN:
-            return
-        event.captioned_score = event.peak_score
         assert image is not None and detection is not None
-        zones = zones_of(self.config.zones, detection.frame_boxes(), image.shape[1], image.shape[0])
-        self.captions.put(CaptionJob(update.change, event, image.copy(), detection, zones))
+        boxes = detection.frame_boxes()
+        change = update.change
+        if not event.alerted:
+            lasted = event.peak_time - event.start
+            when = datetime.fromtimestamp(event.peak_time)
+            size = (image.shape[1], image.shape[0])
+            verdict = decide(self.config, event.anomaly, event.peak_score, lasted, boxes, size, when)
+            if not verdict.armed:
+                if update.change is Change.OPENED:
+                    self.stats.count("events_not_armed")
+                    log_event(
+                        "alert_withheld", event_id=event.uid, anomaly=event.anomaly, reason=verdict.reason
+                    )
+                return
+            event.alerted, change = True, Change.OPENED  # the first alert of an event is never dropped
+        event.captioned_score = event.peak_score
+        zones = zones_of(self.config.zones, boxes, image.shape[1], image.shape[0])
+        self.captions.put(CaptionJob(change, event, image.copy(), detection, zones))
 
     def _status(self) -> None:
         snap = self.stats.snapshot()

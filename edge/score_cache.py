@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from h2a.runtime.engine import MAX_TRIPLETS
 from h2a.runtime.errors import InputError
 from h2a.runtime.labels import LabelledEvent
 
 CACHE_FORMAT = "h2a-scores"
 CACHE_VERSION = 1
-#: Triplets kept per frame (best first); zones need only where the actors are.
-TOP_TRIPLETS = 3
+#: Triplets kept per frame (best first): all a detection keeps, so zones judge them as edge-run does.
+TOP_TRIPLETS = MAX_TRIPLETS
 HASH_CHUNK = 1 << 20
 ARRAYS = ("positions", "probs", "triplet_scores", "subject_boxes", "object_boxes")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from h2a.edge.config import ConfigError, parse_config
+from h2a.edge.config import ConfigError, EdgeConfig, parse_config
 from h2a.edge.events import TypeThresholds
 from h2a.edge.score_cache import ClipScores, ScoreCache
 from h2a.edge.sweep import judge, labelled_hours, predict
@@ -78,11 +78,13 @@ def split_in_time(cache: ScoreCache, holdout: float) -> tuple[ScoreCache, ScoreC
     return ScoreCache(cache.header, first), ScoreCache(cache.header, last)
 
 
-def _fa_per_hour(cache: ScoreCache, anomaly: str, settings: list[TypeThresholds]) -> list[float]:
+def _fa_per_hour(
+    cache: ScoreCache, anomaly: str, settings: list[TypeThresholds], config: EdgeConfig | None
+) -> list[float]:
     """False alarms per hour of each setting on footage that is normal throughout."""
     normal: dict[str, list[LabelledEvent]] = {c.clip: [] for c in cache.clips}
     hours = labelled_hours(cache, normal)
-    events = predict(cache, {anomaly: settings})[anomaly]
+    events = predict(cache, {anomaly: settings}, config)[anomaly]
     return [
         judge(anomaly, th, ev, normal, hours).fa_per_hour for th, ev in zip(settings, events, strict=True)
     ]
@@ -96,7 +98,9 @@ def calibrate(
     margin: float = DEFAULT_MARGIN,
     labelled: tuple[ScoreCache, dict[str, list[LabelledEvent]]] | None = None,
     allow_lower: bool = False,
+    config: EdgeConfig | None = None,
 ) -> list[TypeCalibration]:
+    """`config`: its zones judge events as in edge-run (its thresholds are `thresholds`)."""
     if not 0 < holdout < 1:
         raise ValueError("--holdout must lie between 0 and 1")
     calib, held = split_in_time(normal, holdout)
@@ -107,21 +111,21 @@ def calibrate(
         grid = [
             dataclasses.replace(before, enter=e, exit=round(max(0.0, e - gap), 4)) for e in CALIBRATION_ENTERS
         ]
-        rates = np.array(_fa_per_hour(calib, anomaly, grid))
+        rates = np.array(_fa_per_hour(calib, anomaly, grid, config))
         within = np.flatnonzero(rates <= target_fa_per_hour)
         enter = min(MAX_ENTER, (grid[within[0]].enter if len(within) else MAX_ENTER) + margin)
         if not allow_lower:
             enter = max(enter, before.enter)
         after = dataclasses.replace(before, enter=round(enter, 4), exit=round(max(0.0, enter - gap), 4))
-        calib_rate = _fa_per_hour(calib, anomaly, [after])[0]
-        held_before, held_after = _fa_per_hour(held, anomaly, [before, after])
+        calib_rate = _fa_per_hour(calib, anomaly, [after], config)[0]
+        held_before, held_after = _fa_per_hour(held, anomaly, [before, after], config)
         result = TypeCalibration(
             anomaly, before, after, calib_rate, held_before, held_after, held_after <= target_fa_per_hour
         )
         if labelled is not None:
             cache, labels = labelled
             hours = labelled_hours(cache, labels)
-            events = predict(cache, {anomaly: [before, after]})[anomaly]
+            events = predict(cache, {anomaly: [before, after]}, config)[anomaly]
             recalls = [
                 judge(anomaly, th, ev, labels, hours).recall
                 for th, ev in zip((before, after), events, strict=True)

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from h2a.edge.arming import decide
+from h2a.edge.config import EdgeConfig
 from h2a.edge.events import THRESHOLD_KEYS, TypeThresholds
-from h2a.edge.score_cache import ScoreCache
+from h2a.edge.score_cache import ClipScores, ScoreCache
 from h2a.edge.tracker_bank import TrackerBank
 from h2a.runtime.labels import LabelledEvent
 
@@ -90,10 +92,18 @@ def settings_grid(
     return out
 
 
+def _subjects(clip: ClipScores, frame: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    kept = clip.triplet_scores[frame] > 0  # (TOP,)
+    return list(zip(clip.subject_boxes[frame][kept], clip.object_boxes[frame][kept], strict=True))
+
+
 def predict(
-    cache: ScoreCache, settings: dict[str, list[TypeThresholds]]
+    cache: ScoreCache, settings: dict[str, list[TypeThresholds]], config: EdgeConfig | None = None
 ) -> dict[str, list[list[PredictedEvent]]]:
-    """-> per type, per setting (in the given order), the events `edge-run` would open."""
+    """-> per type, per setting (in the given order), the events that would alert in `edge-run`.
+    With zones in `config`, an event alerts once it opens or peaks inside a zone that arms it
+    (`h2a.edge.arming.decide`, on the cached triplets); schedules need wall-clock time and are
+    not applied to recorded clips."""
     types = cache.header.anomalies
     rows = [(name, th) for name in settings for th in settings[name]]
     column = np.array([types.index(name) for name, _ in rows])  # (rows,) which score each row reads
@@ -101,14 +111,25 @@ def predict(
     found: list[list[PredictedEvent]] = [[] for _ in rows]
     for clip in cache.clips:
         bank = TrackerBank(*arrays)
-        for t, scores in zip(clip.positions, clip.probs, strict=True):
+        alerted = np.zeros(len(rows), bool)  # (rows,) the open event has raised its alert
+        for f, (t, scores) in enumerate(zip(clip.positions, clip.probs, strict=True)):
             step = bank.step(float(t), scores[column].astype(np.float64))
-            for r in np.flatnonzero(step.closed):
+            for r in np.flatnonzero(step.closed & alerted):
                 found[r].append(
                     PredictedEvent(clip.clip, float(bank.start[r]), float(t), float(bank.peak[r]))
                 )
+            alerted[step.closed] = False
+            if config is None or not config.zones:
+                alerted |= step.opened
+                continue
+            for r in np.flatnonzero((step.opened | step.peaked) & ~alerted):
+                lasted = float(t - bank.start[r])
+                verdict = decide(
+                    config, rows[r][0], float(bank.peak[r]), lasted, _subjects(clip, f), clip.frame_size, None
+                )
+                alerted[r] = verdict.armed
         last = float(clip.positions[-1]) if len(clip.positions) else 0.0
-        for r in np.flatnonzero(bank.close_open()):
+        for r in np.flatnonzero(bank.close_open() & alerted):
             found[r].append(PredictedEvent(clip.clip, float(bank.start[r]), last, float(bank.peak[r])))
     out: dict[str, list[list[PredictedEvent]]] = {name: [] for name in settings}
     for (name, _), events in zip(rows, found, strict=True):

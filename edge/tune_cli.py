@@ -124,7 +124,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     hours = labelled_hours(cache, labels)
     grid = {name: settings_grid(config.thresholds[name]) for name in cache.header.anomalies}
     started = time.perf_counter()
-    events = predict(cache, grid)
+    events = predict(cache, grid, config)
     swept = time.perf_counter() - started
     results = []
     for name, settings in grid.items():
@@ -158,7 +158,14 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
             raise InputError(f"{args.labelled}: no labelled clips; replay it with --labels")
         labelled = (cache, labels)
     results = calibrate(
-        normal, config.thresholds, args.target_fa, args.holdout, args.margin, labelled, args.allow_lower
+        normal,
+        config.thresholds,
+        args.target_fa,
+        args.holdout,
+        args.margin,
+        labelled,
+        args.allow_lower,
+        config,
     )
     print(f"{'type':<14} {'enter':>11} {'exit':>11} {'FA/h held-out':>18} {'recall':>13}  target")
     for r in results:

@@ -5,13 +5,17 @@ Polygon points are in [0, 1] of the frame, so one config serves any resolution.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import cv2
 import numpy as np
 
-from h2a.edge.config import Polygon
+from h2a.edge.config import Polygon, Zone
+
+Area: TypeAlias = Polygon | Zone
 
 
-def _pixels(polygon: Polygon, width: int, height: int) -> np.ndarray:
+def _pixels(polygon: Area, width: int, height: int) -> np.ndarray:
     return np.array([[x * width, y * height] for x, y in polygon.points], np.float32)  # (n, 2)
 
 
@@ -26,7 +30,7 @@ def polygon_mask(polygons: tuple[Polygon, ...], width: int, height: int) -> np.n
 
 
 def zones_of(
-    zones: tuple[Polygon, ...], boxes: list[tuple[np.ndarray, np.ndarray]], width: int, height: int
+    zones: tuple[Area, ...], boxes: list[tuple[np.ndarray, np.ndarray]], width: int, height: int
 ) -> list[str]:
     """Names of the zones that hold the centre of some triplet's subject box (frame pixels)."""
     hits = []

@@ -92,6 +92,8 @@ CAPTION_THREADS = 1
 #: does not show) while its pipeline lost 3-4 points of throughput to the spinning thread when
 #: captions ran beside it, so FP32 does not spin.
 SPIN_MODES = ("auto", "on", "off")
+#: Triplets a detection keeps (best first): what snapshots draw and zones judge.
+MAX_TRIPLETS = 10
 
 
 def hoi_spins(bundle: Bundle, mode: str) -> bool:
@@ -125,7 +127,7 @@ class Engine:
         self.min_triplet_score = m.thresholds.hoi_score
 
     def detect(
-        self, frame_bgr: np.ndarray, min_triplet_score: float | None = None, max_triplets: int = 10
+        self, frame_bgr: np.ndarray, min_triplet_score: float | None = None, max_triplets: int = MAX_TRIPLETS
     ) -> Detection:
         """`min_triplet_score` defaults to the bundle's threshold; evaluation lowers it to see the
         whole precision-recall curve."""
@@ -137,7 +139,7 @@ class Engine:
         images: np.ndarray,
         geometry: Letterbox,
         min_triplet_score: float | None = None,
-        max_triplets: int = 10,
+        max_triplets: int = MAX_TRIPLETS,
     ) -> Detection:
         """`detect` from an already pre-processed (1, 3, S, S) input (calibration replays these)."""
         out = self.hoi.run({"images": images})

@@ -230,3 +230,20 @@ def test_alerts_marked_in_the_store_become_sweep_evidence(tmp_path: Path) -> Non
     assert evidence == {
         "/clips/a.mp4": [LabelledEvent("fighting", 3.0, 6.0)]
     }  # unmarked alert 3 adds nothing
+
+
+def test_the_sweep_applies_zones_to_the_cached_triplets() -> None:
+    """Two clips with the same scores; in one the actor stands in the armed zone."""
+    from h2a.edge.config import parse_config
+
+    inside, outside = (separable_clip(n, 30, [(5.0, 10.0)], 4) for n in ("in", "out"))
+    for clip, x in ((inside, 20.0), (outside, 250.0)):
+        clip.triplet_scores[:, 0] = 0.9
+        clip.subject_boxes[:, 0] = (x, 100.0, x + 20.0, 140.0)
+    zones = '[[zone]]\nname = "door"\npoints = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]\n'
+    config = parse_config(zones, TYPES, {}, "v")
+    setting = TypeThresholds(enter=0.5, exit=0.4, min_duration=0.0, cooldown=0.0, ema=1.0)
+    cache = make_cache([inside, outside])
+    zoned = predict(cache, {"fighting": [setting]}, config)["fighting"][0]
+    assert [e.clip for e in zoned] == ["in"]
+    assert len(predict(cache, {"fighting": [setting]})["fighting"][0]) == 2  # without zones: both
