@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from h2a.edge.alerts import Alert, AlertStore, StoreError
 from h2a.edge.config import AlertConfig
+from h2a.edge.evidence import SaveClip, encode_mp4
 from h2a.edge.telemetry import Stats, iso_time, log_event
 
 #: Seconds between retention passes (age and disk quota); each pass scans the table once.
@@ -39,7 +41,7 @@ class CloseAlert:
     end_position: float | None = None  # seconds into the source
 
 
-AlertMessage = WriteAlert | CloseAlert
+AlertMessage: TypeAlias = WriteAlert | CloseAlert | SaveClip
 
 
 class AlertWriter:
@@ -85,6 +87,11 @@ class AlertWriter:
                 self._store = AlertStore(folder)
             if isinstance(message, WriteAlert):
                 self._write(self._store, message)
+            elif isinstance(message, SaveClip):
+                path = self._store.attach_clip(message.uid, encode_mp4(message))
+                if path is not None:
+                    self.stats.count("clips_written")
+                    log_event("clip_written", event_id=message.uid, clip=path, frames=len(message.frames))
             else:
                 self._store.close_alert(message.uid, message.end_time, message.end_position)
             if time.monotonic() - self._last_retention > RETENTION_INTERVAL_S:

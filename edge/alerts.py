@@ -31,9 +31,10 @@ from h2a.runtime.errors import H2AError, InputError
 if TYPE_CHECKING:
     from h2a.runtime.engine import Detection, Explanation
 
-SCHEMA_VERSION = 2  # 2: start/end position in the source, the source, field labels
+SCHEMA_VERSION = 2  # 2: start/end position in the source, the source, field labels, evidence clips
 DB_NAME = "alerts.db"
 SNAPSHOT_DIR = "snapshots"
+CLIP_DIR = "clips"
 #: How long a connection waits for a lock held by another process (a reader, `edge-alerts`).
 LOCK_TIMEOUT_S = 10.0
 #: Deleting the oldest alerts to fit the disk quota goes in batches of this many rows.
@@ -73,6 +74,8 @@ class Alert:
     source: str = ""  # what edge-run read: a file's resolved path, a URL, "camera 0"
     label: str | None = None  # a field engineer's verdict, one of LABELS
     label_note: str | None = None
+    clip: str | None = None  # the evidence clip (MP4), relative to the store folder
+    clip_bytes: int = 0
     id: int | None = field(default=None, metadata={"primary_key": True})
 
     def as_json(self) -> dict[str, Any]:
@@ -188,7 +191,8 @@ def _upsert_sql() -> str:
     a late re-caption of a closed event keeps the end its close wrote."""
     names = ", ".join(c.name for c in WRITTEN)
     marks = ", ".join("?" for _ in WRITTEN)
-    kept = {"uid", "created", "end_time", "label", "label_note"}  # a re-caption keeps the verdict
+    # a re-caption keeps the end, the verdict and the evidence clip (written once the event ends)
+    kept = {"uid", "created", "end_time", "label", "label_note", "clip", "clip_bytes"}
     sets = [f"{c.name} = excluded.{c.name}" for c in WRITTEN if c.name not in kept]
     sets.append("end_time = COALESCE(excluded.end_time, alerts.end_time)")
     return f"INSERT INTO alerts ({names}) VALUES ({marks}) ON CONFLICT(uid) DO UPDATE SET {', '.join(sets)}"
@@ -228,11 +232,13 @@ class AlertStore:
         writer has written and not yet committed)."""
         self.folder = Path(folder)
         self.snapshots = self.folder / SNAPSHOT_DIR
+        self.clips = self.folder / CLIP_DIR
         if (readonly or labeller) and not (self.folder / DB_NAME).is_file():
             raise InputError(f"{self.folder}: no alert store here ({DB_NAME} missing)")
         try:
             if not (readonly or labeller):
                 self.snapshots.mkdir(parents=True, exist_ok=True)
+                self.clips.mkdir(exist_ok=True)
             uri = f"file:{self.folder / DB_NAME}" + ("?mode=ro" if readonly else "")
             self.db = sqlite3.connect(
                 uri, uri=True, timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -347,31 +353,46 @@ class AlertStore:
         return cur.rowcount > 0
 
     # ---- housekeeping ----------------------------------------------------------------------------
+    def attach_clip(self, uid: str, video: bytes) -> str | None:
+        """Store an event's evidence clip (atomically, before the row names it); -> its path, or
+        None where the event has no row (its caption failed) and nothing was kept."""
+        if self.db.execute("SELECT 1 FROM alerts WHERE uid = ?", (uid,)).fetchone() is None:
+            return None
+        name = f"{CLIP_DIR}/{uid}.mp4"
+        write_atomic(self.folder / name, video)
+        self.db.execute("UPDATE alerts SET clip = ?, clip_bytes = ? WHERE uid = ?", (name, len(video), uid))
+        return name
+
     def sweep(self) -> int:
-        """Remove temporary files and snapshots that no committed row names (after a crash)."""
-        named = {row[0] for row in self.db.execute("SELECT snapshot FROM alerts WHERE snapshot IS NOT NULL")}
+        """Remove temporary files, snapshots and clips that no committed row names (after a crash)."""
+        named = {
+            path
+            for row in self.db.execute("SELECT snapshot, clip FROM alerts")
+            for path in (row[0], row[1])
+            if path is not None
+        }
         removed = 0
-        for path in self.snapshots.iterdir():
-            if f"{SNAPSHOT_DIR}/{path.name}" not in named:
-                path.unlink(missing_ok=True)
-                removed += 1
+        for folder, prefix in ((self.snapshots, SNAPSHOT_DIR), (self.clips, CLIP_DIR)):
+            for path in folder.iterdir():
+                if f"{prefix}/{path.name}" not in named:
+                    path.unlink(missing_ok=True)
+                    removed += 1
         return removed
 
     def disk_bytes(self) -> int:
         total = sum(p.stat().st_size for p in self.folder.glob(DB_NAME + "*"))
-        return total + int(
-            self.db.execute("SELECT COALESCE(SUM(snapshot_bytes), 0) FROM alerts").fetchone()[0]
-        )
+        media = "SELECT COALESCE(SUM(snapshot_bytes), 0) + COALESCE(SUM(clip_bytes), 0) FROM alerts"
+        return total + int(self.db.execute(media).fetchone()[0])
 
     def enforce_retention(self, max_age_s: float, max_bytes: float, now: float | None = None) -> int:
         """Delete alerts older than `max_age_s`, then the oldest until the store fits `max_bytes`."""
         now = time.time() if now is None else now
         removed = self._delete(
-            "SELECT id, snapshot FROM alerts WHERE start_time < ? ORDER BY id", (now - max_age_s,)
+            "SELECT id, snapshot, clip FROM alerts WHERE start_time < ? ORDER BY id", (now - max_age_s,)
         )
         while self.disk_bytes() > max_bytes:
             n = self._delete(
-                "SELECT id, snapshot FROM alerts ORDER BY start_time, id LIMIT ?", (QUOTA_DELETE_BATCH,)
+                "SELECT id, snapshot, clip FROM alerts ORDER BY start_time, id LIMIT ?", (QUOTA_DELETE_BATCH,)
             )
             if n == 0:
                 break
@@ -381,10 +402,11 @@ class AlertStore:
 
     def _delete(self, query: str, args: tuple[Any, ...]) -> int:
         rows = self.db.execute(query, args).fetchall()
-        for alert_id, snapshot in rows:
+        for alert_id, *media in rows:
             self.db.execute("DELETE FROM alerts WHERE id = ?", (alert_id,))
-            if snapshot:
-                (self.folder / snapshot).unlink(missing_ok=True)
+            for path in media:
+                if path:
+                    (self.folder / path).unlink(missing_ok=True)
         return len(rows)
 
     # ---- reading ---------------------------------------------------------------------------------

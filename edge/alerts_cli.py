@@ -52,6 +52,7 @@ def _show(a: Alert, folder: Path) -> str:
         )
     rows += [
         f"snapshot    {folder / a.snapshot if a.snapshot else '-'}",
+        f"clip        {folder / a.clip if a.clip else '-'}",
         f"model       {a.model_sha256[:16]}, config {a.config_version}",
     ]
     return "\n".join(rows)

@@ -16,6 +16,7 @@ from h2a.edge.alert_writer import AlertWriter, CloseAlert, WriteAlert
 from h2a.edge.alerts import build_alert
 from h2a.edge.config import EdgeConfig
 from h2a.edge.events import Change
+from h2a.edge.evidence import SaveClip
 from h2a.edge.queues import CaptionJob, CaptionQueue
 from h2a.edge.snapshot import render_snapshot
 from h2a.edge.telemetry import Stats, log_event
@@ -41,6 +42,9 @@ class CaptionWorker:
     def run(self) -> None:
         """Until a None job: then the writer is told to finish too."""
         while (job := self.jobs.get()) is not None:
+            if isinstance(job, SaveClip):  # behind its event's alert, in order
+                self.writer.put(job)
+                continue
             try:
                 self._caption(job)
             except Exception as err:  # a failed caption must not stop detection

@@ -25,6 +25,15 @@ retention_days = 30
 max_disk_mb = 2048
 jpeg_quality = 90
 
+[record]                # evidence clips (MP4 beside the alert); edge-run --record turns them on
+enabled = false
+pre = 5.0               # seconds before the alert
+post = 5.0              # seconds after the event ends
+max_length = 60.0       # a recording never grows past this (seconds)
+fps = 10.0              # frames kept per second
+scale = 0.5             # frames are downscaled by this
+jpeg_quality = 80       # of the frames kept in memory
+
 [[mask]]                # blanked before detection (a road, a TV screen); points in [0, 1]
 points = [[0.0, 0.8], [1.0, 0.8], [1.0, 1.0], [0.0, 1.0]]
 
@@ -98,6 +107,17 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
+class RecordConfig:
+    enabled: bool = False
+    pre: float = field(default=5.0, metadata=NON_NEGATIVE)
+    post: float = field(default=5.0, metadata=NON_NEGATIVE)
+    max_length: float = field(default=60.0, metadata={"min": 1.0})
+    fps: float = field(default=10.0, metadata={"min": 0.5, "max": 60.0})
+    scale: float = field(default=0.5, metadata={"min": 0.1, "max": 1.0})
+    jpeg_quality: int = field(default=80, metadata={"min": 1, "max": 100})
+
+
+@dataclass(frozen=True)
 class Polygon:
     name: str
     points: tuple[tuple[float, float], ...]
@@ -134,6 +154,7 @@ class EdgeConfig:
     masks: tuple[Polygon, ...] = ()
     zones: tuple[Zone, ...] = ()
     schedules: tuple[Schedule, ...] = ()
+    record: RecordConfig = field(default_factory=RecordConfig)
     version: str = "defaults"  # a short hash of the file, recorded in every alert
 
 
@@ -255,7 +276,7 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config: not valid TOML ({err})") from None
-    allowed = {"camera", "detection", "defaults", "anomaly", "alerts", "mask", "zone", "schedule"}
+    allowed = {"camera", "detection", "defaults", "anomaly", "alerts", "record", "mask", "zone", "schedule"}
     for key in data:
         if key not in allowed:
             raise ConfigError(f"config: unknown section '{key}' (known: {', '.join(sorted(allowed))})")
@@ -296,6 +317,7 @@ def parse_config(
         _masks(data.get("mask", [])),
         zones,
         _schedules(data.get("schedule", []), anomalies, zones),
+        _section(RecordConfig, data.get("record", {}), "record"),
         version,
     )
 

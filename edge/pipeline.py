@@ -25,6 +25,7 @@ from h2a.edge.arming import decide
 from h2a.edge.captioning import CaptionWorker
 from h2a.edge.config import ConfigWatcher, EdgeConfig
 from h2a.edge.events import Change, EventEngine, EventUpdate
+from h2a.edge.evidence import EvidenceRecorder
 from h2a.edge.queues import CaptionJob, CaptionQueue, FrameQueue
 from h2a.edge.sources import Frame, FrameSource, SourceSpec
 from h2a.edge.telemetry import Stats, iso_time, log_event
@@ -43,6 +44,7 @@ class PipelineOptions:
     max_frames: int = 0  # 0 = until the source ends or a signal arrives
     status_every: float = 10.0
     realtime: bool | None = None  # newest-frame-wins; default: on for live sources, off for files
+    record: bool = False  # evidence clips even where the config does not turn them on
 
 
 class Pipeline:
@@ -76,6 +78,8 @@ class Pipeline:
         make_queue = FrameQueue.live if realtime else FrameQueue.file
         self.frames = make_queue(self.stats, stop_event)
         self.masker = Masker(engine.preprocess.pad_value)
+        recording = (options.record or self.config.record.enabled) and options.alerts_dir is not None
+        self.recorder = EvidenceRecorder(self.config.record) if recording else None
         self._position_offset = 0.0  # frame timestamp - its position in the source (constant per source)
         self.error: BaseException | None = None
 
@@ -132,6 +136,8 @@ class Pipeline:
         self.stop_event.set()
         for update in self.events.close_all(last_t):
             self._dispatch(update, None, None)
+        for clip in self.recorder.flush() if self.recorder is not None else []:
+            self.captions.put(clip)
         self.captions.put(None)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         for t in threads:
@@ -150,8 +156,11 @@ class Pipeline:
         self.stats.time("detect", time.perf_counter() - started)
         self.stats.count("frames_processed")
         started = time.perf_counter()
+        finished = self.recorder.add(frame.timestamp, frame.image) if self.recorder is not None else []
         for update in self.events.update(frame.timestamp, detection.anomaly, frame.index):
             self._dispatch(update, frame.image, detection)
+        for clip in finished:
+            self.captions.put(clip)
         self.stats.time("events", time.perf_counter() - started)
 
     def _dispatch(self, update: EventUpdate, image: np.ndarray | None, detection: Detection | None) -> None:
@@ -168,6 +177,8 @@ class Pipeline:
             )
             if event.alerted:
                 self.captions.put(CaptionJob(Change.CLOSED, event))
+                if self.recorder is not None:
+                    self.recorder.stop(event.uid, event.end or 0.0)
             return
         if update.change is Change.OPENED:
             event.start_position = event.start - self._position_offset
@@ -197,6 +208,8 @@ class Pipeline:
                     )
                 return
             event.alerted, change = True, Change.OPENED  # the first alert of an event is never dropped
+            if self.recorder is not None:
+                self.recorder.start(event.uid, event.peak_time)
         event.captioned_score = event.peak_score
         zones = zones_of(self.config.zones, boxes, image.shape[1], image.shape[0])
         self.captions.put(CaptionJob(change, event, image.copy(), detection, zones))

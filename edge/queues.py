@@ -12,10 +12,12 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
 
 from h2a.edge.events import Change, Event
+from h2a.edge.evidence import SaveClip
 from h2a.edge.sources import Frame
 from h2a.edge.telemetry import Stats
 from h2a.runtime.engine import Detection
@@ -94,25 +96,30 @@ class CaptionJob:
     zones: list[str] = field(default_factory=list)
 
 
+#: What the caption worker takes: a caption job, an evidence clip to pass on behind the alert it
+#: belongs to, or None to finish.
+CaptionItem: TypeAlias = CaptionJob | SaveClip | None
+
+
 class CaptionQueue:
     def __init__(self, stats: Stats, limit: int = CAPTION_QUEUE_LIMIT) -> None:
-        self._jobs: deque[CaptionJob | None] = deque()
+        self._jobs: deque[CaptionItem] = deque()
         self._cond = threading.Condition()
         self.limit, self.stats = limit, stats
 
-    def put(self, job: CaptionJob | None) -> None:
+    def put(self, job: CaptionItem) -> None:
         """None tells the worker to finish after the jobs before it."""
         with self._cond:
-            if job is not None and job.change is Change.PEAK and len(self._jobs) >= self.limit:
+            if isinstance(job, CaptionJob) and job.change is Change.PEAK and len(self._jobs) >= self.limit:
                 for old in list(self._jobs):
-                    if old is not None and old.change is Change.PEAK:
+                    if isinstance(old, CaptionJob) and old.change is Change.PEAK:
                         self._jobs.remove(old)
                         self.stats.count("captions_dropped")
                         break
             self._jobs.append(job)
             self._cond.notify()
 
-    def get(self) -> CaptionJob | None:
+    def get(self) -> CaptionItem:
         with self._cond:
             while not self._jobs:
                 self._cond.wait()

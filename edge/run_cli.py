@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many processed frames")
     parser.add_argument("--dry-run", action="store_true", help="detect and caption, but write no alerts")
     parser.add_argument(
+        "--record",
+        action="store_true",
+        help="store an evidence clip with each alert ([record] in the config)",
+    )
+    parser.add_argument(
         "--threshold",
         action="append",
         default=[],
@@ -103,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
     spec = parse_source(args.camera, args.source)
     providers = args.providers.split(",") if args.providers else None
     engine = Engine(bundle, providers, args.threads, args.caption_threads, hoi_spin=args.spin)
-    options = PipelineOptions(None if args.dry_run else args.alerts, args.max_frames, args.status_every)
+    options = PipelineOptions(
+        None if args.dry_run else args.alerts, args.max_frames, args.status_every, record=args.record
+    )
     pipeline = build_pipeline(engine, spec, watcher, options, str(m.provenance.get("model_sha256", "")))
 
     def stop(signum: int, _frame: FrameType | None) -> None:

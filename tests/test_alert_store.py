@@ -228,3 +228,22 @@ def test_an_older_schema_gains_its_missing_columns_and_keeps_its_rows(tmp_path: 
     assert old.caption == "old caption" and old.created == 0.0
     store.close()
     assert AlertStore(tmp_path, readonly=True).count() == 1
+
+
+def test_evidence_clips_count_in_the_quota_and_go_with_their_alert(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path)
+    now = time.time()
+    alerts = [make_alert(i, start=now - (3 - i) * 60) for i in range(3)]
+    for a in alerts:
+        store.write(a, b"jpeg")
+        assert store.attach_clip(a.uid, b"\x00" * 200_000) == f"clips/{a.uid}.mp4"
+    assert store.attach_clip("no-such-event", b"x") is None
+    assert store.disk_bytes() > 600_000
+    store.enforce_retention(max_age_s=1e9, max_bytes=store.disk_bytes() - 100_000, now=now)
+    left = {a.uid for a in store.alerts()}
+    assert alerts[0].uid not in left  # the oldest went, with its clip
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == sorted(f"{u}.mp4" for u in left)
+    (tmp_path / "clips" / "stray.mp4").write_bytes(b"half")  # a crash between file and row
+    store.close()
+    AlertStore(tmp_path)
+    assert not (tmp_path / "clips" / "stray.mp4").exists()

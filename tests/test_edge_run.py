@@ -364,3 +364,59 @@ def test_kill_9_mid_run_keeps_one_row_per_event_written(tiny_bundle: Path, tmp_p
     rows = {(a.id, a.uid) for a in store.alerts()}
     assert written <= rows  # nothing reported written was lost or written over
     assert {uid for _, uid in rows} <= opened and len({uid for _, uid in rows}) == len(rows)
+
+
+def _ramp_video(path: Path, frames: int, rising: bool) -> Path:
+    """Frame i is flat grey 30 + 2i (or falling): its index can be read back from a clip."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (96, 72))
+    for i in range(frames):
+        writer.write(np.full((72, 96, 3), 30 + 2 * (i if rising else frames - 1 - i), np.uint8))
+    writer.release()
+    return path
+
+
+def test_an_evidence_clip_holds_frames_from_before_the_event(tiny_bundle: Path, tmp_path: Path) -> None:
+    from h2a.runtime.bundle import load_bundle
+    from h2a.runtime.engine import Engine
+
+    engine = Engine(load_bundle(tiny_bundle))
+    for rising in (True, False):  # the untrained model's score must rise somewhere after frame 20
+        video = _ramp_video(tmp_path / f"ramp{rising}.avi", 80, rising)
+        cap = cv2.VideoCapture(str(video))
+        scores = [engine.detect(f).anomaly["fighting"] for ok, f in iter(cap.read, (False, None)) if ok]
+        later = int(np.argmax(scores[20:])) + 20
+        if scores[later] > max(scores[:20]):
+            break
+    else:
+        pytest.skip("this model's score never rises after the first 20 frames")
+    enter = scores[later]
+    opened = next(i for i, s in enumerate(scores) if s >= enter)
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        "[defaults]\nenter = 1.0\nexit = 0.0\nmin_duration = 0.0\ncooldown = 0.0\nema = 1.0\n"
+        f"[anomaly.fighting]\nenter = {enter!r}\nexit = {enter!r}\n"
+        "[record]\npre = 1.5\npost = 1.0\nfps = 10.0\nscale = 1.0\njpeg_quality = 95\n"
+    )
+    alerts = tmp_path / "alerts"
+    args = [
+        "--engine",
+        str(tiny_bundle),
+        "--source",
+        str(video),
+        "--alerts",
+        str(alerts),
+        "--config",
+        str(config),
+    ]
+    result = run_cli("h2a.edge.run_cli", *args, "--record", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "event=clip_written" in result.stderr
+    first = next(
+        a for a in AlertStore(alerts).alerts() if a.start_position == pytest.approx(opened / 10, abs=1e-3)
+    )
+    assert first.clip and (alerts / first.clip).stat().st_size == first.clip_bytes > 0
+    clip = cv2.VideoCapture(str(alerts / first.clip))
+    greys = [float(f.mean()) for ok, f in iter(clip.read, (False, None)) if ok]
+    indices = [round((g - 30) / 2) if rising else 79 - round((g - 30) / 2) for g in greys]
+    assert indices[0] < opened and indices[0] >= opened - 16  # from 1.5 s before the opening
+    assert indices[-1] >= indices[0] + 15  # and on past it
