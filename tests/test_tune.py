@@ -247,3 +247,60 @@ def test_the_sweep_applies_zones_to_the_cached_triplets() -> None:
     zoned = predict(cache, {"fighting": [setting]}, config)["fighting"][0]
     assert [e.clip for e in zoned] == ["in"]
     assert len(predict(cache, {"fighting": [setting]})["fighting"][0]) == 2  # without zones: both
+
+
+def test_a_running_edge_run_takes_calibrated_thresholds_and_refuses_a_bad_file(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from h2a.edge.site_calibrate import TypeCalibration
+
+    from .test_edge_run import write_video
+
+    video = write_video(tmp_path / "long.avi", 3000)
+    config = tmp_path / "edge.toml"
+    config.write_text('# site config\n[camera]\nname = "gate"\n')
+    cmd = [sys.executable, "-m", "h2a.edge.run_cli", "--engine", str(tiny_bundle), "--source", str(video)]
+    proc = subprocess.Popen(
+        [*cmd, "--dry-run", "--config", str(config), "--status-every", "0.2"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stderr = proc.stderr
+    assert stderr is not None
+
+    def wait_for(fragment: str) -> str:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = stderr.readline()
+            if fragment in line:
+                return line
+        raise AssertionError(f"no {fragment!r} within 60 s")
+
+    try:
+        wait_for("event=status")
+        th = TypeThresholds()
+        raised = dataclasses.replace(th, enter=0.93, exit=0.8)
+        calibrated = TypeCalibration("riot", th, raised, 0.0, 3.0, 0.0, True)
+        write_thresholds(
+            config,
+            [calibrated],
+            ["fighting", "shooting", "abuse", "car accident", "riot", "explosion"],
+            "test",
+        )
+        os.utime(config, (time.time() + 5, time.time() + 5))
+        reloaded = wait_for("event=config_reloaded")
+        assert "version=" in reloaded
+        config.write_text("[anomaly.riot]\nenter = 2\n")
+        os.utime(config, (time.time() + 10, time.time() + 10))
+        rejected = wait_for("event=config_rejected")
+        assert "'anomaly.riot.enter'" in rejected
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
