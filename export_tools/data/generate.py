@@ -69,9 +69,12 @@ def write_images(out: Path, count: int, size: int, seed: int, progress: bool = T
     return write_iad(out, OBJECTS, ACTIONS, ANOMALIES, entries, {"generator": {"seed": seed, "size": size}})
 
 
-def write_videos(out: Path, count: int, size: int, seed: int, progress: bool = True) -> Path:
+def write_videos(
+    out: Path, count: int, size: int, seed: int, progress: bool = True, normal_only: bool = False
+) -> Path:
     """Short clips: a normal scene, then (in most clips) an anomalous one in the same place, then
-    normal again; per-frame sensor noise and camera shake keep frames from being identical."""
+    normal again; per-frame sensor noise and camera shake keep frames from being identical.
+    `normal_only`: every clip stays normal (footage to calibrate a site's thresholds on)."""
     videos_dir = out / "videos"
     videos_dir.mkdir(parents=True, exist_ok=True)
     gen = SceneGenerator(size, seed)
@@ -82,7 +85,7 @@ def write_videos(out: Path, count: int, size: int, seed: int, progress: bool = T
     for index in tqdm(range(count), desc="videos", unit="clip", disable=not progress):
         base = 10_000 * (index + 1)
         normal = gen.scene(base, kind=str(rng.choice(list(NORMAL_SCENES))), background=base)
-        has_event = index % 4 != 3  # every fourth clip stays normal throughout
+        has_event = not normal_only and index % 4 != 3  # every fourth clip stays normal throughout
         events = []
         anomalous = None
         start = end = -1
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same data (default 0)")
     parser.add_argument("--video", action="store_true", help="write short videos with event labels instead")
+    parser.add_argument("--normal-only", action="store_true", help="with --video: no anomaly in any clip")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     return run_main("edge-datagen", lambda: generate(args))
@@ -149,8 +153,12 @@ def generate(args: argparse.Namespace) -> None:
         raise InputError("--count must be at least 1")
     if args.size < 64 or args.size % 32:
         raise InputError("--size must be a multiple of 32, at least 64")
-    writer = write_videos if args.video else write_images
-    path = writer(args.out, args.count, args.size, args.seed, not args.quiet)
+    if args.normal_only and not args.video:
+        raise InputError("--normal-only goes with --video")
+    if args.video:
+        path = write_videos(args.out, args.count, args.size, args.seed, not args.quiet, args.normal_only)
+    else:
+        path = write_images(args.out, args.count, args.size, args.seed, not args.quiet)
     print(f"wrote {args.count} {'videos' if args.video else 'images'} and {path}")
 
 
