@@ -149,7 +149,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from h2a.edge.site_calibrate import calibrate, write_thresholds
 
     normal = ScoreCache.load(args.scores)
-    config = _thresholds(normal, args.config)
+    config = _thresholds(normal, args.config if args.config.exists() else None)  # created if absent
     labelled = None
     if args.labelled:
         cache = ScoreCache.load(args.labelled)

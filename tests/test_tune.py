@@ -304,3 +304,38 @@ def test_a_running_edge_run_takes_calibrated_thresholds_and_refuses_a_bad_file(
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def test_sweep_bench_runs(tmp_path: Path) -> None:
+    result = run_cli("h2a.edge.sweep_bench", "--hours", "0.02", "--settings", "10")
+    assert result.returncode == 0 and "swept 10 settings x 6 types over 720 frames" in result.stdout
+
+
+def test_calibrate_on_generated_normal_clips_meets_the_target_on_held_out_parts(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    import json
+
+    normal = tmp_path / "normal"
+    made = run_cli(
+        "h2a.export_tools.data.generate", "--out", str(normal), "--count", "6", "--size", "96", "--video",
+        "--normal-only", "--quiet",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    scores = tmp_path / "normal.scores"
+    replay = run_cli(
+        "h2a.edge.tune_cli", "replay", "--engine", str(tiny_bundle), "--source", str(normal / "videos"),
+        "--out", str(scores), "--quiet",
+    )  # fmt: skip
+    assert replay.returncode == 0, replay.stderr
+    config = tmp_path / "edge.toml"
+    out = tmp_path / "calib.json"
+    calib = run_cli(
+        "h2a.edge.tune_cli", "calibrate", "--scores", str(scores), "--target-fa", "0",
+        "--config", str(config), "--json", str(out), "--allow-lower",
+    )  # fmt: skip
+    assert calib.returncode == 0, calib.stderr
+    results = json.loads(out.read_text())
+    assert len(results) == 6 and all(r["target_met"] for r in results)
+    assert all(r["held_out_fa_per_hour"] == 0 for r in results)
+    assert "[anomaly.riot]" in config.read_text() and "wrote thresholds into" in calib.stdout
