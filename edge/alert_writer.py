@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
-from h2a.edge.alerts import Alert, AlertStore, StoreError
+from h2a.edge.alert_store import AlertStore, StoreError
+from h2a.edge.alerts import Alert
 from h2a.edge.config import AlertConfig
 from h2a.edge.evidence import SaveClip, encode_mp4
 from h2a.edge.telemetry import Stats, iso_time, log_event

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from h2a.edge.alerts import LABELS, Alert, AlertStore
+from h2a.edge.alert_store import AlertStore
+from h2a.edge.alerts import LABELS, Alert
 from h2a.runtime.cli import run_main
 from h2a.runtime.errors import InputError
 

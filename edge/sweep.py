@@ -183,7 +183,7 @@ def alert_evidence(folder: Path, cache: ScoreCache) -> dict[str, list[LabelledEv
     """Alerts a field engineer marked (`edge-alerts label`) on clips that were replayed: a true
     alarm becomes a labelled event over the alert's span; a clip with any marked alert counts as
     labelled, so alarms there without a true label are judged false."""
-    from h2a.edge.alerts import AlertStore
+    from h2a.edge.alert_store import AlertStore
 
     replayed = {c.clip for c in cache.clips}
     out: dict[str, list[LabelledEvent]] = {}

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from h2a.edge.alerts import SCHEMA_VERSION, SNAPSHOT_DIR, Alert, AlertStore, StoreError
+from h2a.edge.alert_store import SCHEMA_VERSION, SNAPSHOT_DIR, AlertStore, StoreError
+from h2a.edge.alerts import Alert
 
 from .conftest import run_cli
 
@@ -134,7 +135,7 @@ WRITER = """
 import sys, time
 sys.path.insert(0, {root!r})
 from tests.test_alert_store import make_alert
-from h2a.edge.alerts import AlertStore
+from h2a.edge.alert_store import AlertStore
 store = AlertStore(sys.argv[1])
 i = 0
 while True:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from h2a.edge.alert_store import AlertStore
 from h2a.edge.alert_writer import AlertWriter, CloseAlert, WriteAlert
-from h2a.edge.alerts import AlertStore
 from h2a.edge.config import AlertConfig
 from h2a.edge.events import Change, EventEngine, TypeThresholds
 from h2a.edge.telemetry import Stats

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from h2a.edge.alerts import AlertStore
+from h2a.edge.alert_store import AlertStore
 from h2a.edge.config import load_config
 from h2a.edge.events import TypeThresholds
 from h2a.edge.score_cache import ClipScores, ScoreCache, new_header
