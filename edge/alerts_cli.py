@@ -60,7 +60,7 @@ def _show(a: Alert, folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="edge-alerts", description="List, show or export stored alerts.")
+    p = argparse.ArgumentParser(prog="edge-alerts", description="List, show, label or export stored alerts.")
     p.add_argument(
         "--alerts", type=Path, default=Path("alerts"), help="alert store folder (default ./alerts)"
     )
