@@ -195,10 +195,12 @@ class Pipeline:
         assert image is not None and detection is not None
         boxes = detection.frame_boxes()
         change = update.change
-        if not event.alerted:
+        size = (image.shape[1], image.shape[0])
+        if event.alerted:
+            zones = zones_of(self.config.zones, boxes, *size)
+        else:
             lasted = event.peak_time - event.start
             when = datetime.fromtimestamp(event.peak_time)
-            size = (image.shape[1], image.shape[0])
             verdict = decide(self.config, event.anomaly, event.peak_score, lasted, boxes, size, when)
             if not verdict.armed:
                 if update.change is Change.OPENED:
@@ -207,11 +209,14 @@ class Pipeline:
                         "alert_withheld", event_id=event.uid, anomaly=event.anomaly, reason=verdict.reason
                     )
                 return
-            event.alerted, change = True, Change.OPENED  # the first alert of an event is never dropped
+            event.alerted, change, zones = (
+                True,
+                Change.OPENED,
+                verdict.zones,
+            )  # a first alert is never dropped
             if self.recorder is not None:
                 self.recorder.start(event.uid, event.peak_time)
         event.captioned_score = event.peak_score
-        zones = zones_of(self.config.zones, boxes, image.shape[1], image.shape[0])
         self.captions.put(CaptionJob(change, event, image.copy(), detection, zones))
 
     def _status(self) -> None:
