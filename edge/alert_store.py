@@ -24,7 +24,7 @@ from typing import Any
 from h2a.edge.alerts import COLUMNS, LABELS, UPSERT_SQL, WRITTEN, Alert, create_table_sql
 from h2a.runtime.errors import H2AError, InputError
 
-SCHEMA_VERSION = 2  # 2: start/end position in the source, the source, field labels, evidence clips
+SCHEMA_VERSION = 2  # 2: positions in the source, the source, labels, evidence clips, the outbox
 DB_NAME = "alerts.db"
 SNAPSHOT_DIR = "snapshots"
 CLIP_DIR = "clips"
@@ -32,6 +32,8 @@ CLIP_DIR = "clips"
 LOCK_TIMEOUT_S = 10.0
 #: Deleting the oldest alerts to fit the disk quota goes in batches of this many rows.
 QUOTA_DELETE_BATCH = 10
+#: What deleting a row needs: its id, its files, and whether the broker is still owed it.
+DELETED = "id, snapshot, clip, forward_seq > forwarded_seq"
 
 
 class StoreError(H2AError):
@@ -155,11 +157,12 @@ class AlertStore:
             write_atomic(self.snapshots / name, snapshot_jpeg)
             alert.snapshot, alert.snapshot_bytes = f"{SNAPSHOT_DIR}/{name}", len(snapshot_jpeg)
         alert.created = old["created"] if old is not None else time.time()
-        values = [
-            json.dumps(getattr(alert, c.name)) if c.is_json else getattr(alert, c.name) for c in WRITTEN
-        ]
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            alert.forward_seq = self._next_seq()
+            values = [
+                json.dumps(getattr(alert, c.name)) if c.is_json else getattr(alert, c.name) for c in WRITTEN
+            ]
             self.db.execute(UPSERT_SQL, values)
             alert.id = int(self.db.execute("SELECT id FROM alerts WHERE uid = ?", (alert.uid,)).fetchone()[0])
             self.db.execute("COMMIT")
@@ -175,10 +178,41 @@ class AlertStore:
 
     def close_alert(self, uid: str, end_time: float, end_position: float | None = None) -> bool:
         """Record when the event ended; False if no row holds that event (its caption failed)."""
-        cur = self.db.execute(
-            "UPDATE alerts SET end_time = ?, end_position = ? WHERE uid = ?", (end_time, end_position, uid)
-        )
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self.db.execute(
+                "UPDATE alerts SET end_time = ?, end_position = ?, forward_seq = ? WHERE uid = ?",
+                (end_time, end_position, self._next_seq(), uid),
+            )
+            self.db.execute("COMMIT" if cur.rowcount else "ROLLBACK")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
         return cur.rowcount > 0
+
+    def _next_seq(self) -> int:
+        """The next change number (inside the caller's transaction); kept in `meta`, so it never
+        goes back, also when retention deletes the newest rows."""
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('forward_seq', '0')")
+        self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'forward_seq'")
+        return int(self.db.execute("SELECT value FROM meta WHERE key = 'forward_seq'").fetchone()[0])
+
+    # ---- the outbox --------------------------------------------------------------------------------
+    def pending(self, limit: int) -> list[Alert]:
+        """Changes not yet acknowledged by the broker, oldest change first."""
+        rows = self.db.execute(
+            "SELECT * FROM alerts WHERE forward_seq > forwarded_seq ORDER BY forward_seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [self._alert(row) for row in rows]
+
+    def mark_forwarded(self, uid: str, seq: int) -> None:
+        self.db.execute("UPDATE alerts SET forwarded_seq = MAX(forwarded_seq, ?) WHERE uid = ?", (seq, uid))
+
+    def backlog(self) -> int:
+        return int(
+            self.db.execute("SELECT COUNT(*) FROM alerts WHERE forward_seq > forwarded_seq").fetchone()[0]
+        )
 
     def set_label(self, alert_id: int, label: str | None, note: str | None = None) -> bool:
         """A field engineer's verdict (None clears it); False if there is no such alert."""
@@ -221,30 +255,40 @@ class AlertStore:
         media = "SELECT COALESCE(SUM(snapshot_bytes), 0) + COALESCE(SUM(clip_bytes), 0) FROM alerts"
         return total + int(self.db.execute(media).fetchone()[0])
 
-    def enforce_retention(self, max_age_s: float, max_bytes: float, now: float | None = None) -> int:
-        """Delete alerts older than `max_age_s`, then the oldest until the store fits `max_bytes`."""
+    def enforce_retention(
+        self, max_age_s: float, max_bytes: float, now: float | None = None, keep_unforwarded: bool = False
+    ) -> tuple[int, int]:
+        """Delete alerts older than `max_age_s` (with `keep_unforwarded`, not those the forwarder
+        still owes the broker), then the oldest until the store fits `max_bytes` (those too: the
+        disk quota wins). -> (alerts deleted, of them not yet forwarded)."""
         now = time.time() if now is None else now
-        removed = self._delete(
-            "SELECT id, snapshot, clip FROM alerts WHERE start_time < ? ORDER BY id", (now - max_age_s,)
+        owed = " AND forward_seq <= forwarded_seq" if keep_unforwarded else ""
+        removed, dropped = self._delete(
+            f"SELECT {DELETED} FROM alerts WHERE start_time < ?{owed} ORDER BY id",
+            (now - max_age_s,),
         )
         while self.disk_bytes() > max_bytes:
-            n = self._delete(
-                "SELECT id, snapshot, clip FROM alerts ORDER BY start_time, id LIMIT ?", (QUOTA_DELETE_BATCH,)
+            n, d = self._delete(
+                f"SELECT {DELETED} FROM alerts ORDER BY start_time, id LIMIT ?",
+                (QUOTA_DELETE_BATCH,),
             )
             if n == 0:
                 break
-            removed += n
+            removed, dropped = removed + n, dropped + d
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return removed
+        return removed, dropped if keep_unforwarded else 0
 
-    def _delete(self, query: str, args: tuple[Any, ...]) -> int:
+    def _delete(self, query: str, args: tuple[Any, ...]) -> tuple[int, int]:
+        """-> (rows deleted, of them still owed to the broker)."""
         rows = self.db.execute(query, args).fetchall()
-        for alert_id, *media in rows:
+        owed = 0
+        for alert_id, *media, unforwarded in rows:
+            owed += int(bool(unforwarded))
             self.db.execute("DELETE FROM alerts WHERE id = ?", (alert_id,))
             for path in media:
                 if path:
                     (self.folder / path).unlink(missing_ok=True)
-        return len(rows)
+        return len(rows), owed
 
     # ---- reading ---------------------------------------------------------------------------------
     def _alert(self, row: sqlite3.Row) -> Alert:

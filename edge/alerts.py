@@ -50,6 +50,10 @@ class Alert:
     label_note: str | None = None
     clip: str | None = None  # the evidence clip (MP4), relative to the store folder
     clip_bytes: int = 0
+    # The outbox: every change of a row takes the store's next sequence number; the forwarder sends
+    # changes in that order and records the last one the broker acknowledged.
+    forward_seq: int = 0
+    forwarded_seq: int = 0
     id: int | None = field(default=None, metadata={"primary_key": True})
 
     def as_json(self) -> dict[str, Any]:
@@ -166,7 +170,7 @@ def _upsert_sql() -> str:
     names = ", ".join(c.name for c in WRITTEN)
     marks = ", ".join("?" for _ in WRITTEN)
     # a re-caption keeps the end, the verdict and the evidence clip (written once the event ends)
-    kept = {"uid", "created", "end_time", "label", "label_note", "clip", "clip_bytes"}
+    kept = {"uid", "created", "end_time", "label", "label_note", "clip", "clip_bytes", "forwarded_seq"}
     sets = [f"{c.name} = excluded.{c.name}" for c in WRITTEN if c.name not in kept]
     sets.append("end_time = COALESCE(excluded.end_time, alerts.end_time)")
     return f"INSERT INTO alerts ({names}) VALUES ({marks}) ON CONFLICT(uid) DO UPDATE SET {', '.join(sets)}"

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from h2a.edge.config import DAYS, EdgeConfig, Schedule
+from h2a.edge.config import EdgeConfig
+from h2a.edge.config_areas import DAYS, Schedule
 from h2a.edge.zones import zones_of
 
 

@@ -34,6 +34,14 @@ fps = 10.0              # frames kept per second
 scale = 0.5             # frames are downscaled by this
 jpeg_quality = 80       # of the frames kept in memory
 
+[forward.mqtt]          # alerts leave the box: published to an MQTT broker (QoS 1, in order)
+host = "broker.local"   # empty: no forwarding
+port = 1883
+tls = false             # with ca_file, and cert_file + key_file for a client certificate
+username = "gate-1"
+password_file = "/etc/h2a/mqtt.pass"   # never the password itself in this file
+topic_prefix = "h2a/gate-1"            # default h2a/<camera name>
+
 [[mask]]                # blanked before detection (a road, a TV screen); points in [0, 1]
 points = [[0.0, 0.8], [1.0, 0.8], [1.0, 1.0], [0.0, 1.0]]
 
@@ -61,8 +69,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from h2a.edge.config_areas import (
+    ConfigError,
+    Polygon,
+    Schedule,
+    Zone,
+    parse_masks,
+    parse_schedules,
+    parse_zones,
+)
 from h2a.edge.events import TypeThresholds
-from h2a.runtime.errors import H2AError
 from h2a.runtime.schema import SchemaError, from_data
 
 if sys.version_info >= (3, 11):
@@ -74,10 +90,6 @@ else:  # pragma: no cover - JetPack 6 ships Python 3.10
 T = TypeVar("T")
 #: Characters of the file's sha256 that name a config version (recorded in every alert).
 VERSION_CHARS = 12
-
-
-class ConfigError(H2AError):
-    exit_code = 2
 
 
 NON_NEGATIVE: dict[str, Any] = {"min": 0}
@@ -118,31 +130,20 @@ class RecordConfig:
 
 
 @dataclass(frozen=True)
-class Polygon:
-    name: str
-    points: tuple[tuple[float, float], ...]
-
-
-@dataclass(frozen=True)
-class Zone:
-    name: str
-    points: tuple[tuple[float, float], ...]
-    types: tuple[str, ...] | None = None  # None: every type
-    enter: float | None = None
-    min_duration: float | None = None
-
-
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-MINUTES_PER_DAY = 24 * 60
-
-
-@dataclass(frozen=True)
-class Schedule:
-    days: tuple[str, ...]
-    start: int  # minutes after local midnight
-    end: int  # a span with end <= start passes midnight
-    types: tuple[str, ...] | None = None
-    zones: tuple[str, ...] | None = None
+class MqttConfig:
+    host: str = ""  # empty: no forwarding
+    port: int = field(default=1883, metadata={"min": 1, "max": 65535})
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password_file: str = ""
+    client_id: str = ""  # default h2a-<camera name>
+    topic_prefix: str = ""  # default h2a/<camera name>
+    keepalive: int = field(default=30, metadata={"min": 5})
+    reconnect_min: float = field(default=1.0, metadata={"min": 0.1})
+    reconnect_max: float = field(default=30.0, metadata={"min": 0.1})
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class EdgeConfig:
     zones: tuple[Zone, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     record: RecordConfig = field(default_factory=RecordConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     version: str = "defaults"  # a short hash of the file, recorded in every alert
 
 
@@ -166,109 +168,6 @@ def _section(cls: type[T], data: Any, where: str) -> T:
         raise ConfigError(f"config: {err}") from None
 
 
-def _points(value: Any, key: str) -> tuple[tuple[float, float], ...]:
-    if (
-        not isinstance(value, list)
-        or len(value) < 3
-        or not all(
-            isinstance(p, list)
-            and len(p) == 2
-            and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in p)
-            for p in value
-        )
-    ):
-        raise ConfigError(f"config: '{key}.points' must be 3 or more [x, y] pairs in [0, 1]")
-    return tuple((float(x), float(y)) for x, y in value)
-
-
-def _tables(items: Any, where: str, known: set[str], required: tuple[str, ...]) -> list[dict[str, Any]]:
-    """An array of tables ([[where]]), each checked for unknown and missing keys."""
-    if not isinstance(items, list):
-        raise ConfigError(f"config: [[{where}]] must be an array of tables")
-    for i, item in enumerate(items):
-        key = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"config: '{key}' must be a table")
-        for name in required:
-            if name not in item:
-                raise ConfigError(f"config: '{key}.{name}' is missing")
-        unknown = sorted(set(item) - known)
-        if unknown:
-            raise ConfigError(f"config: unknown key '{key}.{unknown[0]}' (known: {', '.join(sorted(known))})")
-    return items
-
-
-def _names(value: Any, key: str, allowed: list[str], what: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"config: '{key}' must be a list of names")
-    for v in value:
-        if v not in allowed:
-            raise ConfigError(f"config: '{key}' names {what} {v!r} (known: {', '.join(allowed)})")
-    return tuple(value)
-
-
-def _unit(value: Any, key: str, high: float | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (high and value > high):
-        bound = f"in [0, {high:g}]" if high else "a number, at least 0"
-        raise ConfigError(f"config: '{key}' must be {bound}, got {value!r}")
-    return float(value)
-
-
-def _masks(items: Any) -> tuple[Polygon, ...]:
-    tables = _tables(items, "mask", {"points", "name"}, ("points",))
-    return tuple(
-        Polygon(str(t.get("name", f"mask{i}")), _points(t["points"], f"mask[{i}]"))
-        for i, t in enumerate(tables)
-    )
-
-
-def _zones(items: Any, anomalies: list[str]) -> tuple[Zone, ...]:
-    tables = _tables(items, "zone", {"points", "name", "types", "enter", "min_duration"}, ("points",))
-    out = []
-    for i, t in enumerate(tables):
-        key = f"zone[{i}]"
-        name = t.get("name", f"zone{i}")
-        if not isinstance(name, str):
-            raise ConfigError(f"config: '{key}.name' must be text")
-        out.append(
-            Zone(
-                name,
-                _points(t["points"], key),
-                _names(t["types"], f"{key}.types", anomalies, "anomaly type") if "types" in t else None,
-                _unit(t["enter"], f"{key}.enter", 1.0) if "enter" in t else None,
-                _unit(t["min_duration"], f"{key}.min_duration", None) if "min_duration" in t else None,
-            )
-        )
-    return tuple(out)
-
-
-def _clock(value: Any, key: str) -> int:
-    """'HH:MM' -> minutes after midnight."""
-    hours, _, minutes = str(value).partition(":") if isinstance(value, str) else ("", "", "")
-    if not (
-        hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60 and len(minutes) == 2
-    ):
-        raise ConfigError(f"config: '{key}' must be a time of day like \"18:30\", got {value!r}")
-    return int(hours) * 60 + int(minutes)
-
-
-def _schedules(items: Any, anomalies: list[str], zones: tuple[Zone, ...]) -> tuple[Schedule, ...]:
-    tables = _tables(items, "schedule", {"days", "from", "to", "types", "zones"}, ("from", "to"))
-    out = []
-    for i, t in enumerate(tables):
-        key = f"schedule[{i}]"
-        out.append(
-            Schedule(
-                _names(t["days"], f"{key}.days", list(DAYS), "day") if "days" in t else DAYS,
-                _clock(t["from"], f"{key}.from"),
-                _clock(t["to"], f"{key}.to"),
-                _names(t["types"], f"{key}.types", anomalies, "anomaly type") if "types" in t else None,
-                _names(t["zones"], f"{key}.zones", [z.name for z in zones], "zone") if "zones" in t else None,
-            )
-        )
-    return tuple(out)
-
-
 def parse_config(
     text: str, anomalies: list[str], default_enter: dict[str, float], version: str
 ) -> EdgeConfig:
@@ -276,7 +175,18 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config: not valid TOML ({err})") from None
-    allowed = {"camera", "detection", "defaults", "anomaly", "alerts", "record", "mask", "zone", "schedule"}
+    allowed = {
+        "camera",
+        "detection",
+        "defaults",
+        "anomaly",
+        "alerts",
+        "record",
+        "forward",
+        "mask",
+        "zone",
+        "schedule",
+    }
     for key in data:
         if key not in allowed:
             raise ConfigError(f"config: unknown section '{key}' (known: {', '.join(sorted(allowed))})")
@@ -308,18 +218,33 @@ def parse_config(
         thresholds[name] = th
     detection = _section(DetectionConfig, data.get("detection", {}), "detection")
     alerts = _section(AlertConfig, data.get("alerts", {}), "alerts")
-    zones = _zones(data.get("zone", []), anomalies)
+    zones = parse_zones(data.get("zone", []), anomalies)
     return EdgeConfig(
         camera,
         detection,
         thresholds,
         alerts,
-        _masks(data.get("mask", [])),
+        parse_masks(data.get("mask", [])),
         zones,
-        _schedules(data.get("schedule", []), anomalies, zones),
+        parse_schedules(data.get("schedule", []), anomalies, zones),
         _section(RecordConfig, data.get("record", {}), "record"),
+        _mqtt(data.get("forward", {})),
         version,
     )
+
+
+def _mqtt(forward: Any) -> MqttConfig:
+    table = _as_table(forward, "forward")
+    for key in table:
+        if key != "mqtt":
+            raise ConfigError(f"config: unknown key 'forward.{key}' (known: mqtt)")
+    mqtt = _as_table(table.get("mqtt", {}), "forward.mqtt")
+    if "password" in mqtt:
+        raise ConfigError(
+            "config: 'forward.mqtt.password': keep the password out of this file; name a file "
+            "that holds it with password_file (readable by edge-run only)"
+        )
+    return _section(MqttConfig, mqtt, "forward.mqtt")
 
 
 def _as_table(value: Any, where: str) -> dict[str, Any]:

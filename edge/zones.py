@@ -10,7 +10,7 @@ from typing import TypeAlias
 import cv2
 import numpy as np
 
-from h2a.edge.config import Polygon, Zone
+from h2a.edge.config_areas import Polygon, Zone
 
 Area: TypeAlias = Polygon | Zone
 

@@ -76,9 +76,12 @@ def test_retention_by_age_and_quota(tmp_path: Path) -> None:
     now = time.time()
     for i in range(6):
         store.write(make_alert(i, start=now - (10 - i) * 86400), b"x" * 100_000)
-    assert store.enforce_retention(max_age_s=7 * 86400, max_bytes=1e12, now=now) == 3  # 10, 9, 8 days old
+    assert store.enforce_retention(max_age_s=7 * 86400, max_bytes=1e12, now=now) == (
+        3,
+        0,
+    )  # 10, 9, 8 days old
     assert store.count() == 3
-    removed = store.enforce_retention(max_age_s=1e9, max_bytes=store.disk_bytes() - 150_000, now=now)
+    removed, _ = store.enforce_retention(max_age_s=1e9, max_bytes=store.disk_bytes() - 150_000, now=now)
     assert removed >= 1 and store.count() <= 2
     assert len(list((tmp_path / SNAPSHOT_DIR).iterdir())) == store.count()
 
@@ -248,3 +251,18 @@ def test_evidence_clips_count_in_the_quota_and_go_with_their_alert(tmp_path: Pat
     store.close()
     AlertStore(tmp_path)
     assert not (tmp_path / "clips" / "stray.mp4").exists()
+
+
+def test_the_outbox_orders_changes_and_retention_keeps_what_is_owed(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path)
+    now = time.time()
+    a, b = make_alert(1, start=now - 10 * 86400), make_alert(2, start=now - 9 * 86400)
+    store.write(a, None)
+    store.write(b, None)
+    store.close_alert(a.uid, now)  # a change of a: it goes behind b
+    assert [(x.uid, x.forward_seq) for x in store.pending(10)] == [(b.uid, 2), (a.uid, 3)]
+    store.mark_forwarded(b.uid, 2)
+    assert store.backlog() == 1
+    assert store.enforce_retention(7 * 86400, 1e12, now, keep_unforwarded=True) == (1, 0)  # only b went
+    assert [x.uid for x in store.alerts()] == [a.uid]
+    assert store.enforce_retention(7 * 86400, 0, now, keep_unforwarded=True) == (1, 1)  # the quota wins
