@@ -48,8 +48,11 @@ AlertMessage: TypeAlias = WriteAlert | CloseAlert | SaveClip
 class AlertWriter:
     """`folder=None` is a dry run: alerts are logged, nothing is stored."""
 
-    def __init__(self, folder: Path | None, settings: Callable[[], AlertConfig], stats: Stats) -> None:
-        self.folder, self.settings, self.stats = folder, settings, stats
+    def __init__(
+        self, folder: Path | None, settings: Callable[[], AlertConfig], stats: Stats, outbox: bool = False
+    ) -> None:
+        """`outbox`: a forwarder sends the alerts on, so age retention keeps what it still owes."""
+        self.folder, self.settings, self.stats, self.outbox = folder, settings, stats, outbox
         self._messages: queue.Queue[AlertMessage | None] = queue.Queue()
         self._store: AlertStore | None = None
         self._last_retention = 0.0
@@ -97,9 +100,19 @@ class AlertWriter:
                 self._store.close_alert(message.uid, message.end_time, message.end_position)
             if time.monotonic() - self._last_retention > RETENTION_INTERVAL_S:
                 a = self.settings()
-                self._store.enforce_retention(
-                    a.retention_days * SECONDS_PER_DAY, a.max_disk_mb * BYTES_PER_MB
+                _, dropped = self._store.enforce_retention(
+                    a.retention_days * SECONDS_PER_DAY,
+                    a.max_disk_mb * BYTES_PER_MB,
+                    keep_unforwarded=self.outbox,
                 )
+                if dropped:
+                    self.stats.count("alerts_dropped_unforwarded", dropped)
+                    log_event(
+                        "forward_dropped",
+                        logging.ERROR,
+                        alerts=dropped,
+                        reason="disk quota (alerts.max_disk_mb)",
+                    )
                 self._last_retention = time.monotonic()
         except Exception as err:  # read-only folder, full disk, locked database: log, count, go on
             self.stats.count("alert_errors")

@@ -26,6 +26,7 @@ from h2a.edge.captioning import CaptionWorker
 from h2a.edge.config import ConfigWatcher, EdgeConfig
 from h2a.edge.events import Change, EventEngine, EventUpdate
 from h2a.edge.evidence import EvidenceRecorder
+from h2a.edge.mqtt_forward import MqttForwarder
 from h2a.edge.queues import CaptionJob, CaptionQueue, FrameQueue
 from h2a.edge.sources import Frame, FrameSource, SourceSpec
 from h2a.edge.telemetry import Stats, iso_time, log_event
@@ -36,6 +37,8 @@ from h2a.runtime.engine import Detection, Engine
 PEAK_RECAPTION_MIN_GAIN = 0.05
 #: After the source ends, how long the caption worker and the writer get to finish their queues.
 DRAIN_TIMEOUT_S = 30.0
+#: Beyond the forwarder's own drain time, how long the pipeline waits for it to hang up.
+FORWARDER_JOIN_SLACK_S = 15.0
 
 
 @dataclass
@@ -64,7 +67,16 @@ class Pipeline:
         self.stop_event = stop_event
         self.events = EventEngine(self.config.thresholds)
         self.captions = CaptionQueue(self.stats)
-        self.writer = AlertWriter(options.alerts_dir, lambda: self.config.alerts, self.stats)
+        forwarding = bool(self.config.mqtt.host) and options.alerts_dir is not None
+        self.writer = AlertWriter(
+            options.alerts_dir, lambda: self.config.alerts, self.stats, outbox=forwarding
+        )
+        self.forwarder: MqttForwarder | None = None
+        if forwarding:
+            assert options.alerts_dir is not None
+            self.forwarder = MqttForwarder(
+                options.alerts_dir, self.config.mqtt, self.config.camera.name, self.stats
+            )
         self.captioner = CaptionWorker(
             engine,
             self.captions,
@@ -104,6 +116,9 @@ class Pipeline:
                 (self.writer.run, "alerts"),
             )
         ]
+        if self.forwarder is not None:
+            forwarder = threading.Thread(target=self.forwarder.run, name="mqtt", daemon=True)
+            forwarder.start()
         for t in threads:
             t.start()
         last_status = time.monotonic()
@@ -142,6 +157,9 @@ class Pipeline:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         for t in threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
+        if self.forwarder is not None:  # after the writer: what it stored last is sent too
+            self.forwarder.stop.set()
+            forwarder.join(timeout=self.forwarder.drain_s + FORWARDER_JOIN_SLACK_S)
         self._status()
         if self.error is not None:
             raise self.error

@@ -33,6 +33,7 @@ IMPORT_NAMES = {
     "scikit-learn": "sklearn",
     "tomli": "tomli",
     "tomlkit": "tomlkit",
+    "paho-mqtt": "paho",
     "matplotlib": "matplotlib",
 }
 #: What JetPack itself provides beside the [jetson] extra (its OpenCV has GStreamer).
