@@ -110,7 +110,7 @@ class MqttForwarder:
         log_event("mqtt_connected", broker=self._where(), prefix=self.prefix)
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self.stop.is_set():  # our own hang-up at the end is no news
             log_event("mqtt_disconnected", logging.WARNING, broker=self._where(), reason=str(reason))
         self._connected.clear()
 

@@ -266,3 +266,13 @@ def test_a_wrong_password_is_one_clear_line_and_detection_goes_on(tiny_bundle: P
         assert "frames_processed=40" in result.stderr
     finally:
         secured.stop()
+
+
+def test_forward_bench_runs_against_a_real_broker(tiny_bundle: Path, broker: Broker) -> None:
+    broker.start()
+    result = run_cli(
+        "h2a.edge.forward_bench", "--port", str(broker.port), "--alerts", "20", "--engine", str(tiny_bundle),
+        "--frames", "5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "forwarded 20/20 alerts" in result.stdout and "while it drains" in result.stdout
