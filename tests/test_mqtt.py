@@ -276,3 +276,65 @@ def test_forward_bench_runs_against_a_real_broker(tiny_bundle: Path, broker: Bro
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "forwarded 20/20 alerts" in result.stdout and "while it drains" in result.stdout
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1, made with openssl."""
+    ca_key, ca, key, csr, cert = (
+        folder / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")
+    )
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    new_key = ["-newkey", "rsa:2048", "-nodes"]
+    run(
+        "req",
+        "-x509",
+        *new_key,
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=h2a test CA",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    signing = ["-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial"]
+    run("x509", "-req", "-in", str(csr), *signing, "-out", str(cert), "-days", "1", "-extfile", str(ext))
+    return ca, cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls_to_a_broker_with_its_own_ca(tiny_bundle: Path, tmp_path: Path) -> None:
+    ca, cert, key = _certificates(tmp_path)
+    broker = Broker(tmp_path)
+    with broker.conf.open("a") as conf:
+        conf.write(f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    try:
+        video = noise_video(tmp_path / "noise.avi", 40)
+        flap = flapping_config(tiny_bundle, video, tmp_path / "f.toml", 40)
+        config = forward_config(tmp_path / "edge.toml", broker.port, flap, f'tls = true\nca_file = "{ca}"\n')
+        result = edge_run(tiny_bundle, video, tmp_path / "alerts", config)
+        assert result.returncode == 0, result.stderr
+        assert "event=mqtt_connected" in result.stderr
+        rows = list(AlertStore(tmp_path / "alerts", readonly=True).alerts())
+        assert rows and all(a.forwarded_seq == a.forward_seq for a in rows)  # acknowledged over TLS
+    finally:
+        broker.stop()
