@@ -22,10 +22,6 @@ import numpy as np
 
 from h2a.edge.tracker_bank import TrackerBank
 
-#: The order in which `TrackerBank` takes a setting's thresholds.
-THRESHOLD_KEYS = ("enter", "exit", "min_duration", "cooldown", "ema")
-
-
 #: Bounds the config checker (h2a.runtime.schema) applies to a threshold field.
 UNIT = {"min": 0.0, "max": 1.0}
 NON_NEGATIVE = {"min": 0.0}
@@ -97,7 +93,7 @@ class EventEngine:
 
     def __post_init__(self) -> None:
         self.types = list(self.thresholds)
-        self.bank = TrackerBank(*_threshold_arrays(self.thresholds, self.types))
+        self.bank = TrackerBank([self.thresholds[name] for name in self.types])
         self.open: dict[str, Event] = {}
 
     def set_thresholds(self, thresholds: dict[str, TypeThresholds]) -> None:
@@ -105,7 +101,7 @@ class EventEngine:
         if set(thresholds) != set(self.types):
             raise ValueError(f"thresholds for {sorted(thresholds)}, this engine tracks {sorted(self.types)}")
         self.thresholds = thresholds
-        self.bank.retune(*_threshold_arrays(thresholds, self.types))
+        self.bank.retune([thresholds[name] for name in self.types])
 
     def update(self, t: float, scores: dict[str, float], frame: int = -1) -> list[EventUpdate]:
         step = self.bank.step(t, np.array([scores.get(name, 0.0) for name in self.types]))
@@ -139,9 +135,3 @@ class EventEngine:
     def smoothed(self) -> dict[str, float]:
         values = np.nan_to_num(self.bank.smoothed)
         return {name: float(values[i]) for i, name in enumerate(self.types)}
-
-
-def _threshold_arrays(thresholds: dict[str, TypeThresholds], types: list[str]) -> list[np.ndarray]:
-    """(enter, exit, min_duration, cooldown, ema), each (len(types),), in the order of `types`."""
-    rows = [thresholds[name] for name in types]
-    return [np.array([getattr(th, key) for th in rows]) for key in THRESHOLD_KEYS]

@@ -22,7 +22,7 @@ import numpy as np
 
 from h2a.edge.arming import decide
 from h2a.edge.config import EdgeConfig
-from h2a.edge.events import THRESHOLD_KEYS, TypeThresholds
+from h2a.edge.events import TypeThresholds
 from h2a.edge.score_cache import ClipScores, ScoreCache
 from h2a.edge.tracker_bank import TrackerBank
 from h2a.runtime.labels import LabelledEvent
@@ -107,10 +107,9 @@ def predict(
     types = cache.header.anomalies
     rows = [(name, th) for name in settings for th in settings[name]]
     column = np.array([types.index(name) for name, _ in rows])  # (rows,) which score each row reads
-    arrays = [np.array([getattr(th, key) for _, th in rows], np.float64) for key in THRESHOLD_KEYS]
     found: list[list[PredictedEvent]] = [[] for _ in rows]
     for clip in cache.clips:
-        bank = TrackerBank(*arrays)
+        bank = TrackerBank([th for _, th in rows])
         alerted = np.zeros(len(rows), bool)  # (rows,) the open event has raised its alert
         for f, (t, scores) in enumerate(zip(clip.positions, clip.probs, strict=True)):
             step = bank.step(float(t), scores[column].astype(np.float64))

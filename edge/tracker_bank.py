@@ -13,7 +13,9 @@ does not also peak or close on that frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -30,18 +32,26 @@ class Step:
     closed: np.ndarray
 
 
+class Setting(Protocol):
+    """One row's thresholds (`h2a.edge.events.TypeThresholds` is one)."""
+
+    @property
+    def enter(self) -> float: ...
+    @property
+    def exit(self) -> float: ...
+    @property
+    def min_duration(self) -> float: ...
+    @property
+    def cooldown(self) -> float: ...
+    @property
+    def ema(self) -> float: ...
+
+
 class TrackerBank:
-    def __init__(
-        self,
-        enter: np.ndarray,
-        exit: np.ndarray,
-        min_duration: np.ndarray,
-        cooldown: np.ndarray,
-        ema: np.ndarray,
-    ) -> None:
-        """Each argument: (rows,) float."""
-        self.rows = len(enter)
-        self.retune(enter, exit, min_duration, cooldown, ema)
+    def __init__(self, settings: Sequence[Setting]) -> None:
+        """One row per setting."""
+        self.rows = len(settings)
+        self.retune(settings)
         self.smoothed = np.full(self.rows, np.nan)  # nan until the first frame
         self.phase = np.full(self.rows, IDLE, np.int8)
         self.since = np.zeros(self.rows)  # when the current phase began
@@ -49,19 +59,15 @@ class TrackerBank:
         self.peak = np.zeros(self.rows)  # the open event's peak score ...
         self.peak_time = np.zeros(self.rows)  # ... and when it was reached
 
-    def retune(
-        self,
-        enter: np.ndarray,
-        exit: np.ndarray,
-        min_duration: np.ndarray,
-        cooldown: np.ndarray,
-        ema: np.ndarray,
-    ) -> None:
+    def retune(self, settings: Sequence[Setting]) -> None:
         """New thresholds from the next frame on; the state (open events too) is kept."""
-        arrays = [np.asarray(a, np.float64) for a in (enter, exit, min_duration, cooldown, ema)]
-        if any(a.shape != (self.rows,) for a in arrays):
-            raise ValueError(f"every threshold array must have shape ({self.rows},)")
-        self.enter, self.exit, self.min_duration, self.cooldown, self.ema = arrays
+        if len(settings) != self.rows:
+            raise ValueError(f"{len(settings)} settings for a bank of {self.rows} rows")
+        self.enter = np.array([s.enter for s in settings], np.float64)  # (rows,)
+        self.exit = np.array([s.exit for s in settings], np.float64)
+        self.min_duration = np.array([s.min_duration for s in settings], np.float64)
+        self.cooldown = np.array([s.cooldown for s in settings], np.float64)
+        self.ema = np.array([s.ema for s in settings], np.float64)
 
     def step(self, t: float, scores: np.ndarray) -> Step:
         """scores: (rows,) raw probability of each row's anomaly type at time t (seconds)."""
