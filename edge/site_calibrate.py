@@ -79,15 +79,33 @@ def split_in_time(cache: ScoreCache, holdout: float) -> tuple[ScoreCache, ScoreC
 
 
 def _fa_per_hour(
-    cache: ScoreCache, anomaly: str, settings: list[TypeThresholds], config: EdgeConfig | None
-) -> list[float]:
-    """False alarms per hour of each setting on footage that is normal throughout."""
+    cache: ScoreCache, settings: dict[str, list[TypeThresholds]], config: EdgeConfig | None
+) -> dict[str, list[float]]:
+    """False alarms per hour of each setting of each type on footage that is normal throughout
+    (one pass over the frames for every type and setting)."""
     normal: dict[str, list[LabelledEvent]] = {c.clip: [] for c in cache.clips}
     hours = labelled_hours(cache, normal)
-    events = predict(cache, {anomaly: settings}, config)[anomaly]
-    return [
-        judge(anomaly, th, ev, normal, hours).fa_per_hour for th, ev in zip(settings, events, strict=True)
-    ]
+    events = predict(cache, settings, config)
+    return {
+        name: [
+            judge(name, th, ev, normal, hours).fa_per_hour for th, ev in zip(grid, events[name], strict=True)
+        ]
+        for name, grid in settings.items()
+    }
+
+
+def _recalls(
+    labelled: tuple[ScoreCache, dict[str, list[LabelledEvent]]],
+    settings: dict[str, list[TypeThresholds]],
+    config: EdgeConfig | None,
+) -> dict[str, list[float | None]]:
+    cache, labels = labelled
+    hours = labelled_hours(cache, labels)
+    events = predict(cache, settings, config)
+    return {
+        name: [judge(name, th, ev, labels, hours).recall for th, ev in zip(grid, events[name], strict=True)]
+        for name, grid in settings.items()
+    }
 
 
 def calibrate(
@@ -104,34 +122,46 @@ def calibrate(
     if not 0 < holdout < 1:
         raise ValueError("--holdout must lie between 0 and 1")
     calib, held = split_in_time(normal, holdout)
-    out = []
-    for anomaly in normal.header.anomalies:
-        before = thresholds[anomaly]
-        gap = before.enter - before.exit
-        grid = [
-            dataclasses.replace(before, enter=e, exit=round(max(0.0, e - gap), 4)) for e in CALIBRATION_ENTERS
+    types = normal.header.anomalies
+    gaps = {t: thresholds[t].enter - thresholds[t].exit for t in types}
+    grids = {
+        t: [
+            dataclasses.replace(thresholds[t], enter=e, exit=round(max(0.0, e - gaps[t]), 4))
+            for e in CALIBRATION_ENTERS
         ]
-        rates = np.array(_fa_per_hour(calib, anomaly, grid, config))
-        within = np.flatnonzero(rates <= target_fa_per_hour)
-        enter = min(MAX_ENTER, (grid[within[0]].enter if len(within) else MAX_ENTER) + margin)
+        for t in types
+    }
+    rates = _fa_per_hour(calib, grids, config)
+    after: dict[str, TypeThresholds] = {}
+    for t in types:
+        within = np.flatnonzero(np.array(rates[t]) <= target_fa_per_hour)
+        enter = min(MAX_ENTER, (grids[t][within[0]].enter if len(within) else MAX_ENTER) + margin)
         if not allow_lower:
-            enter = max(enter, before.enter)
-        after = dataclasses.replace(before, enter=round(enter, 4), exit=round(max(0.0, enter - gap), 4))
-        calib_rate = _fa_per_hour(calib, anomaly, [after], config)[0]
-        held_before, held_after = _fa_per_hour(held, anomaly, [before, after], config)
-        result = TypeCalibration(
-            anomaly, before, after, calib_rate, held_before, held_after, held_after <= target_fa_per_hour
+            enter = max(enter, thresholds[t].enter)
+        after[t] = dataclasses.replace(
+            thresholds[t], enter=round(enter, 4), exit=round(max(0.0, enter - gaps[t]), 4)
         )
-        if labelled is not None:
-            cache, labels = labelled
-            hours = labelled_hours(cache, labels)
-            events = predict(cache, {anomaly: [before, after]}, config)[anomaly]
-            recalls = [
-                judge(anomaly, th, ev, labels, hours).recall
-                for th, ev in zip((before, after), events, strict=True)
-            ]
-            result = dataclasses.replace(result, recall_before=recalls[0], recall_after=recalls[1])
-        out.append(result)
+    calib_rates = _fa_per_hour(calib, {t: [after[t]] for t in types}, config)
+    pairs = {t: [thresholds[t], after[t]] for t in types}
+    held_rates = _fa_per_hour(held, pairs, config)
+    recalls = _recalls(labelled, pairs, config) if labelled is not None else None
+    out = []
+    for t in types:
+        held_before, held_after = held_rates[t]
+        recall_before, recall_after = recalls[t] if recalls is not None else (None, None)
+        out.append(
+            TypeCalibration(
+                t,
+                before=thresholds[t],
+                after=after[t],
+                calibration_fa_per_hour=calib_rates[t][0],
+                held_out_fa_per_hour_before=held_before,
+                held_out_fa_per_hour=held_after,
+                target_met=held_after <= target_fa_per_hour,
+                recall_before=recall_before,
+                recall_after=recall_after,
+            )
+        )
     return out
 
 
