@@ -162,11 +162,13 @@ class MqttForwarder:
         sent = 0
         for alert in store.pending(BATCH):
             if alert.snapshot and alert.forwarded_seq == 0:
-                jpeg = (
-                    (self.folder / alert.snapshot).read_bytes()
-                    if (self.folder / alert.snapshot).is_file()
-                    else b""
-                )
+                try:
+                    jpeg = (self.folder / alert.snapshot).read_bytes()
+                except FileNotFoundError:
+                    current = store.get(alert.id) if alert.id is not None else None
+                    if current is not None and current.snapshot != alert.snapshot:
+                        return sent  # a re-caption replaced it since: read the row again next round
+                    jpeg = b""  # gone for good (removed by hand): the alert goes without it
                 if jpeg and not self._publish(f"{self.prefix}/snapshot/{alert.uid}", jpeg):
                     return sent
             if not self._publish(f"{self.prefix}/alerts", json.dumps(payload(alert)).encode("utf-8")):

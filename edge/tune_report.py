@@ -179,6 +179,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=PLOT_DPI)
+    plt.close(fig)
+    return path
+
+
 def plot_tradeoffs(out: Path, results: list[TypeResult]) -> list[Path]:
     plt = _pyplot()
     written = []
@@ -196,11 +203,7 @@ def plot_tradeoffs(out: Path, results: list[TypeResult]) -> list[Path]:
         ax.set_ylabel("recall")
         ax.set_title(r.anomaly)
         ax.legend(loc="lower right")
-        path = out / f"tradeoff_{r.anomaly.replace(' ', '_')}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=PLOT_DPI)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, out / f"tradeoff_{r.anomaly.replace(' ', '_')}.png"))
     return written
 
 
@@ -228,9 +231,5 @@ def plot_timelines(
         ax.set_ylabel("probability")
         ax.set_title(Path(clip.clip).name, fontsize=9)
         ax.legend(fontsize=6, loc="upper left", ncol=3)
-        path = folder / f"{i:03d}_{Path(clip.clip).stem}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=PLOT_DPI)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, folder / f"{i:03d}_{Path(clip.clip).stem}.png"))
     return written
