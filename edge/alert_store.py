@@ -18,6 +18,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,37 @@ LOCK_TIMEOUT_S = 10.0
 QUOTA_DELETE_BATCH = 10
 #: What deleting a row needs: its id, its files, and whether the broker is still owed it.
 DELETED = "id, snapshot, clip, forward_seq > forwarded_seq"
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """Which alerts to list: every field left empty admits all."""
+
+    anomaly: str = ""
+    camera: str = ""
+    since: float | None = None  # start_time >= since (epoch seconds)
+    until: float | None = None  # start_time < until
+    label: str = ""  # one of LABELS, "none" for unlabelled, "" for any
+
+    def sql(self) -> tuple[list[str], tuple[Any, ...]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (("anomaly", self.anomaly), ("camera", self.camera)):
+            if value:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if self.since is not None:
+            clauses.append("start_time >= ?")
+            args.append(self.since)
+        if self.until is not None:
+            clauses.append("start_time < ?")
+            args.append(self.until)
+        if self.label == "none":
+            clauses.append("label IS NULL")
+        elif self.label:
+            clauses.append("label = ?")
+            args.append(self.label)
+        return clauses, tuple(args)
 
 
 class StoreError(H2AError):
@@ -304,6 +336,21 @@ class AlertStore:
         query = "SELECT * FROM alerts ORDER BY id DESC" + (" LIMIT ?" if limit else "")
         for row in self.db.execute(query, (int(limit),) if limit else ()).fetchall():
             yield self._alert(row)
+
+    def search(self, where: AlertFilter, limit: int, offset: int = 0) -> tuple[list[Alert], int]:
+        """Newest first, one page of those `where` admits; -> (the page, how many match in all)."""
+        clauses, args = where.sql()
+        cond = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        total = int(self.db.execute(f"SELECT COUNT(*) FROM alerts{cond}", args).fetchone()[0])
+        query = f"SELECT * FROM alerts{cond} ORDER BY id DESC LIMIT ? OFFSET ?"
+        rows = self.db.execute(query, (*args, int(limit), int(offset))).fetchall()
+        return [self._alert(r) for r in rows], total
+
+    def distinct(self, column: str) -> list[str]:
+        """The values one text column takes (cameras, anomaly types), for filter menus."""
+        if column not in {"camera", "anomaly"}:
+            raise ValueError(f"no filter menu for column {column!r}")
+        return [r[0] for r in self.db.execute(f"SELECT DISTINCT {column} FROM alerts ORDER BY {column}")]
 
     def get(self, alert_id: int) -> Alert | None:
         row = self.db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()

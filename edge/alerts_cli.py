@@ -1,5 +1,6 @@
-"""`edge-alerts --alerts DIR list|show ID|label ID true|false|export --jsonl FILE`: look at alerts
-on the device, and mark them true or false alarms (evidence `edge-tune sweep --alerts` reads)."""
+"""`edge-alerts --alerts DIR list|show ID|label ID true|false|export --jsonl FILE|serve`: look at
+alerts on the device, and mark them true or false alarms (evidence `edge-tune sweep --alerts`
+reads), in the terminal or on the review page (`serve`)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--note", help="why, in a few words")
     export = sub.add_parser("export", help="all alerts as JSON lines (for log shippers)")
     export.add_argument("--jsonl", type=Path, required=True, help="file to write, or - for stdout")
+    serve = sub.add_parser("serve", help="the review page in a browser (loopback unless --host)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free one)")
+    serve.add_argument("--reports", type=Path, help="where edge-tune sweep reports are (default DIR/reports)")
+    serve.add_argument("--token-file", type=Path, help="the access token's file (default DIR/review.token)")
+    serve.add_argument("--require-token", action="store_true", help="ask for the token on loopback too")
     args = p.parse_args(argv)
     return run_main("edge-alerts", lambda: COMMANDS[args.command](args))
 
@@ -115,11 +122,18 @@ def cmd_label(args: argparse.Namespace) -> None:
     print(f"alert {args.id}: {'label cleared' if verdict is None else verdict + ' alarm'}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from h2a.edge.review_serve import ServeOptions, serve
+
+    serve(ServeOptions(args.alerts, args.host, args.port, args.reports, args.token_file, args.require_token))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "list": cmd_list,
     "label": cmd_label,
     "show": cmd_show,
     "export": cmd_export,
+    "serve": cmd_serve,
 }
 
 if __name__ == "__main__":

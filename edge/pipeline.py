@@ -29,6 +29,7 @@ from h2a.edge.evidence import EvidenceRecorder
 from h2a.edge.mqtt_forward import MqttForwarder
 from h2a.edge.queues import CaptionJob, CaptionQueue, FrameQueue
 from h2a.edge.sources import Frame, FrameSource, SourceSpec
+from h2a.edge.status_file import write_status
 from h2a.edge.telemetry import Stats, iso_time, log_event
 from h2a.edge.zones import Masker, zones_of
 from h2a.runtime.engine import Detection, Engine
@@ -63,6 +64,7 @@ class Pipeline:
         """`stop_event` is the one the source polls: setting it stops capture and the loop."""
         self.engine, self.source, self.watcher, self.options = engine, source, watcher, options
         self.config: EdgeConfig = watcher.config
+        self.model_sha256 = model_sha256
         self.stats = Stats()
         self.stop_event = stop_event
         self.events = EventEngine(self.config.thresholds)
@@ -160,7 +162,7 @@ class Pipeline:
         if self.forwarder is not None:  # after the writer: what it stored last is sent too
             self.forwarder.stop.set()
             forwarder.join(timeout=self.forwarder.drain_s + FORWARDER_JOIN_SLACK_S)
-        self._status()
+        self._status(running=False)
         if self.error is not None:
             raise self.error
         return self.stats
@@ -237,13 +239,25 @@ class Pipeline:
         event.captioned_score = event.peak_score
         self.captions.put(CaptionJob(change, event, image.copy(), detection, zones))
 
-    def _status(self) -> None:
+    def _status(self, running: bool = True) -> None:
         snap = self.stats.snapshot()
         snap["caption_queue"] = self.captions.depth()
         snap["frame_slot"] = self.frames.depth()
         snap["reconnects"] = self.source.reconnects
         snap["bad_frames"] = self.source.bad_frames
         log_event("status", **snap)
+        if self.options.alerts_dir is not None:
+            about = {
+                "camera": self.config.camera.name,
+                "source": self.source.spec.name(),
+                "config_version": self.config.version,
+                "model_sha256": self.model_sha256,
+                "forwarding": self.forwarder is not None,
+            }
+            try:
+                write_status(self.options.alerts_dir, {**about, **snap}, running, self.options.status_every)
+            except OSError as err:
+                log_event("status_file_failed", logging.WARNING, error=str(err))
 
     def _reload(self) -> None:
         config, error = self.watcher.poll()

@@ -136,8 +136,9 @@ def write_report(
     return written + images
 
 
-def _html(markdown_text: str, images: list[Path], folder: Path) -> str:
-    """The Markdown tables as HTML tables, then the plots; no script, no external resource."""
+def report_fragment(markdown_text: str) -> str:
+    """The report's Markdown (headings, paragraphs, tables) as an HTML fragment, all text escaped;
+    the report file and the review page (`edge-alerts serve`) both show it."""
     body: list[str] = []
     table: list[list[str]] = []
     for line in [*markdown_text.splitlines(), ""]:
@@ -162,6 +163,23 @@ def _html(markdown_text: str, images: list[Path], folder: Path) -> str:
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line:
             body.append(f"<p>{html.escape(line)}</p>")
+    return "".join(body)
+
+
+def report_images(folder: Path) -> list[Path]:
+    """A report's plots in a stable order: trade-offs first, then the clips' timelines."""
+    return sorted(folder.glob("*.png")) + sorted(folder.glob("*/*.png"))
+
+
+def latest_report(folder: Path) -> Path | None:
+    """The newest report among `folder` itself and its sub-folders (one per sweep), if any."""
+    found = [p.parent for p in (*folder.glob("report.json"), *folder.glob("*/report.json")) if p.is_file()]
+    return max(found, key=lambda p: (p / "report.json").stat().st_mtime) if found else None
+
+
+def _html(markdown_text: str, images: list[Path], folder: Path) -> str:
+    """The Markdown tables as HTML tables, then the plots; no script, no external resource."""
+    body = [report_fragment(markdown_text)]
     for image in images:
         name = html.escape(image.relative_to(folder).as_posix())
         body.append(f'<figure><img src="{name}" alt="{name}"><figcaption>{name}</figcaption></figure>')

@@ -35,6 +35,10 @@ IMPORT_NAMES = {
     "tomlkit": "tomlkit",
     "paho-mqtt": "paho",
     "matplotlib": "matplotlib",
+    "starlette": "starlette",
+    "uvicorn": "uvicorn",
+    "jinja2": "jinja2",
+    "selenium": "selenium",
 }
 #: What JetPack itself provides beside the [jetson] extra (its OpenCV has GStreamer).
 SYSTEM_PACKAGES = {"jetson": {"cv2"}}
@@ -155,6 +159,9 @@ def test_the_cpu_extra_runs_the_device_commands(
     assert "event=alert_written" in run.stderr
     listed = run_with("cpu", "h2a.edge.alerts_cli", "--alerts", str(alerts), "list")
     assert listed.returncode == 0 and "1 alerts" in listed.stdout, listed.stderr
+    # the review page's whole import chain loads before it looks for the store
+    serve = run_with("cpu", "h2a.edge.alerts_cli", "--alerts", str(tmp_path / "none"), "serve", "--port", "0")
+    assert serve.returncode == 2 and "no alert store in" in serve.stderr, serve.stderr
     calib = tmp_path / "calib.npz"
     collect = run_with(
         "cpu", "h2a.calibration.cli", "collect", "--images", str(images), "--frames", "6",

@@ -56,3 +56,6 @@ def test_the_wheel_contains_every_module(tmp_path: Path) -> None:
     }
     assert sorted(expected - packed) == [], "add the missing subpackages to [tool.setuptools] packages"
     assert sorted(packed - expected) == []
+    names = set(zipfile.ZipFile(wheel).namelist())
+    page_files = [p.relative_to(ROOT / "edge") for p in (ROOT / "edge").glob("review_*/*.*")]
+    assert page_files and all(f"h2a/edge/{p.as_posix()}" in names for p in page_files), "review page data"

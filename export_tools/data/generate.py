@@ -24,6 +24,7 @@ JPEG_QUALITY = 92
 VIDEO_FPS = 10
 VIDEO_SECONDS = 8
 LABELS_FILE = "labels.json"
+MAX_SCENE_ATTEMPTS = 20  # redraws of an anomaly scene whose interaction could not be staged
 
 
 def split_of(index: int, count: int) -> str:
@@ -90,7 +91,15 @@ def write_videos(
         anomalous = None
         start = end = -1
         if has_event:
-            anomalous = gen.scene(base + 1, kind=str(rng.choice(list(ANOMALY_SCENES))), background=base)
+            kind = str(rng.choice(list(ANOMALY_SCENES)))
+            # a builder that could not stage its interaction returns a scene without an anomaly: draw
+            # again (a labelled event must show one; the label file's types are never null)
+            for attempt in range(MAX_SCENE_ATTEMPTS):
+                anomalous = gen.scene(base + 1 + attempt, kind=kind, background=base)
+                if anomalous.anomaly is not None:
+                    break
+            else:
+                raise H2AError(f"no {kind} scene could be staged in {MAX_SCENE_ATTEMPTS} attempts")
             start = int(rng.integers(frames // 5, frames // 2))
             end = min(frames - 5, start + int(rng.integers(frames // 4, frames // 2)))
             events.append(
