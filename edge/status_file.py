@@ -19,8 +19,12 @@ def write_status(folder: Path, fields: dict[str, Any], running: bool, every: flo
     data = {**fields, "running": running, "updated": time.time(), "pid": os.getpid(), "status_every": every}
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{STATUS_NAME}.tmp"
-    tmp.write_text(json.dumps(data, default=str))
-    tmp.replace(folder / STATUS_NAME)
+    try:
+        tmp.write_text(json.dumps(data, default=str))
+        tmp.replace(folder / STATUS_NAME)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 def read_status(folder: Path) -> dict[str, Any] | None:
