@@ -7,7 +7,7 @@ BUILD  := build
 # The CPU build of torch that lies on this kind of machine's disk; a CUDA build works as well.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint typecheck clean
+.PHONY: demo test lint typecheck clean native
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,16 @@ typecheck: $(STAMP) $(TRT_STUBS)
 	$(VENV)/bin/mypy .
 	@echo "TensorRT code checked against tensorrt-stubs 10.13 (targets TensorRT 10.3 / JetPack 6)"
 
-test: lint typecheck
+# The CUDA pre-processing library (cmake/): built wherever nvcc is, GPU or not; its tests then check
+# the library's CPU side here, and its kernels where a GPU is (tests marked `gpu`).
+NVCC := $(shell command -v nvcc 2>/dev/null)
+NINJA := $(shell command -v ninja 2>/dev/null)
+native:
+	@command -v nvcc >/dev/null || { echo "make native: nvcc (the CUDA toolkit) is not installed"; exit 1; }
+	cmake -S cmake -B $(BUILD)/native $(if $(NINJA),-G Ninja) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BUILD)/native
+
+test: lint typecheck $(if $(NVCC),native)
 	$(PY) -m pytest -q
 
 # Generates data, trains the tiny model (~12 min on 2 cores, cached in build/demo), evaluates,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from h2a.runtime.backends.frame_input import describe
 from h2a.runtime.bundle import Bundle, backend_available
 
 
@@ -31,6 +32,7 @@ def summarize(bundle: Bundle) -> str:
     lines += [
         f"input       {p.input_size}x{p.input_size} {p.color} {p.layout}, letterbox pad {p.pad_value}, "
         f"mean {p.mean}, std {p.std}",
+        f"preprocess  {describe(m.backend)}",
         f"hoi         {h.n_inst_queries} instance / {h.n_int_queries} interaction queries, "
         f"{h.n_image_tokens} image tokens of width {h.d_model}",
         f"decoder     {d.layers} layers, {d.heads} heads x {d.head_dim}, max {d.max_len} tokens, "

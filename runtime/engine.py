@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from h2a.runtime.backends import GraphRunner
+from h2a.runtime.backends.frame_input import FrameInput, open_frame_input
 from h2a.runtime.bundle import Bundle
 from h2a.runtime.caption_text import CaptionFields, parse_caption
 from h2a.runtime.decoding import GreedyDecoder
@@ -123,6 +125,8 @@ class Engine:
         self.tokenizer = CaptionTokenizer(bundle.tokenizer_json())
         p = m.preprocess
         self.preprocess = Preprocessor(p.input_size, tuple(p.mean), tuple(p.std), p.pad_value)
+        # what `detect` uses: the CUDA kernel on the TensorRT path where its library loads, else OpenCV
+        self.frame_input: FrameInput = open_frame_input(m.backend, self.hoi, self.preprocess)
         self.objects, self.actions, self.anomalies = m.labels.objects, m.labels.actions, m.labels.anomalies
         self.min_triplet_score = m.thresholds.hoi_score
 
@@ -131,12 +135,12 @@ class Engine:
     ) -> Detection:
         """`min_triplet_score` defaults to the bundle's threshold; evaluation lowers it to see the
         whole precision-recall curve."""
-        images, geometry = self.preprocess(frame_bgr)
+        images, geometry = self.frame_input(frame_bgr)
         return self.detect_preprocessed(images, geometry, min_triplet_score, max_triplets)
 
     def detect_preprocessed(
         self,
-        images: np.ndarray,
+        images: Any,  # (1, 3, S, S) float32: a numpy array, or a DevicePointer on the TensorRT path
         geometry: Letterbox,
         min_triplet_score: float | None = None,
         max_triplets: int = MAX_TRIPLETS,

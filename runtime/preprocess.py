@@ -73,6 +73,7 @@ class Preprocessor:
     ) -> None:
         self.size = size
         self.pad_value = pad_value
+        self.mean, self.std = tuple(mean), tuple(std)
         # (x / 255 - mean) / std  ==  x * gain + offset, per channel
         self._gain = (1.0 / (255.0 * np.asarray(std, np.float32))).reshape(3, 1, 1)
         self._offset = (-np.asarray(mean, np.float32) / np.asarray(std, np.float32)).reshape(3, 1, 1)

@@ -4,8 +4,8 @@
 // Geometry and sampling follow h2a.runtime.preprocess (OpenCV INTER_LINEAR): the source position
 // of canvas column x is (x - pad_x + 0.5) * (src_w / new_w) - 0.5, clamped to the frame, and the
 // bilinear result is rounded to a uint8 before normalising, as the CPU canvas is. NV12 converts
-// each tap with OpenCV's BT.601 video-range coefficients first (the reference converts the whole
-// frame, then resizes).
+// each tap with OpenCV's fixed-point BT.601 video-range arithmetic first (the reference converts
+// the whole frame, then resizes), so colour conversion is bit-exact and only resampling rounds.
 #include "h2a_preprocess.h"
 
 #include <cuda_fp16.h>
@@ -34,17 +34,28 @@ struct Launch {
 
 thread_local char last_cuda_error[256] = "";
 
+// BT.601 coefficients scaled by 2^20, as OpenCV's COLOR_YUV2BGR_NV12 uses them
+// (R = 1.164 (Y-16) + 1.596 V, G = 1.164 (Y-16) - 0.813 V - 0.391 U, B = 1.164 (Y-16) + 2.018 U)
+constexpr int kYuvShift = 20;
+constexpr int kYuvCY = 1220542;
+constexpr int kYuvCUB = 2116026;
+constexpr int kYuvCUG = -409993;
+constexpr int kYuvCVG = -852492;
+constexpr int kYuvCVR = 1673527;
+
 __device__ __forceinline__ float clamp255(float v) { return fminf(fmaxf(v, 0.f), 255.f); }
 
 __device__ __forceinline__ void load_rgb(const Job &j, int x, int y, float rgb[3]) {
   if (j.format == H2A_PP_NV12) {
-    const float Y = j.data[(size_t)y * j.pitch + x];
+    // OpenCV's fixed-point BT.601 (video range) YUV420sp -> RGB, bit for bit
+    const int Y = j.data[(size_t)y * j.pitch + x];
     const unsigned char *uv = j.uv + (size_t)(y >> 1) * j.pitch + (x & ~1);
-    const float U = uv[0] - 128.f, V = uv[1] - 128.f;
-    const float c = fmaxf(Y - 16.f, 0.f) * 1.164f;
-    rgb[0] = rintf(clamp255(c + 1.596f * V));
-    rgb[1] = rintf(clamp255(c - 0.813f * V - 0.391f * U));
-    rgb[2] = rintf(clamp255(c + 2.018f * U));
+    const int U = int(uv[0]) - 128, V = int(uv[1]) - 128;
+    const int half = 1 << (kYuvShift - 1);
+    const int luma = max(0, Y - 16) * kYuvCY;
+    rgb[0] = (float)min(255, max(0, (luma + half + kYuvCVR * V) >> kYuvShift));
+    rgb[1] = (float)min(255, max(0, (luma + half + kYuvCVG * V + kYuvCUG * U) >> kYuvShift));
+    rgb[2] = (float)min(255, max(0, (luma + half + kYuvCUB * U) >> kYuvShift));
   } else {
     const unsigned char *p = j.data + (size_t)y * j.pitch + 3 * x;
     const bool bgr = j.format == H2A_PP_BGR8;

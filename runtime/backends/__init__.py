@@ -6,6 +6,7 @@ execution providers) and a native TensorRT engine are interchangeable behind the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -25,3 +26,12 @@ class GraphRunner(Protocol):
         ...
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class DevicePointer:
+    """An input that already lives on the GPU (the CUDA pre-processing output, a device-to-device
+    hand-off); only the TensorRT backend accepts it."""
+
+    ptr: int
+    shape: tuple[int, ...]

@@ -12,23 +12,15 @@ through host memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorrt as trt
 
+from h2a.runtime.backends import DevicePointer
 from h2a.runtime.backends.cuda_memory import Cuda
 from h2a.runtime.errors import BackendError
 from h2a.runtime.graphs import TensorInfo
-
-
-@dataclass(frozen=True)
-class DevicePointer:
-    """An input that already lives on the GPU (device-to-device hand-off)."""
-
-    ptr: int
-    shape: tuple[int, ...]
 
 
 def check_device(bundle_trt: dict[str, Any], cuda: Cuda) -> None:
