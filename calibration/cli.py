@@ -99,7 +99,9 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, target {args.target}, {args.method})")
     for name in GRAPHS:
         r = q.results[name]
-        if r.chosen is None:
+        if r.chosen is None and not r.attempts:
+            print(f"  {name:<12} float by design for --target {args.target} (TensorRT builds it FP16)")
+        elif r.chosen is None:
             print(f"  {name:<12} FP32 (no recipe within budget {r.budget})")
         else:
             c = r.chosen

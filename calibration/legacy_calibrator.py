@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +25,36 @@ import numpy as np
 from h2a.calibration.calib_set import CalibrationSet
 from h2a.runtime.backends.cuda_memory import Cuda
 
+#: Hex digits of each hash in a cache file's name.
+KEY_DIGITS = 16
 
-def cache_name(graph: str, trt_version: str, compute_capability: tuple[int, int]) -> str:
-    major, minor = compute_capability
-    return f"{graph}.trt{trt_version}.sm{major}{minor}.calib"
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What the scales in a cache depend on: the graph itself (a retrained model must not reuse old
+    scales), the frames they were computed on, the exact TensorRT build and the GPU family."""
+
+    graph: str
+    graph_sha256: str  # the ONNX member's sha256, from the bundle manifest
+    calib_sha256: str  # the calibration set's hash (calib.npz)
+    trt_version: str
+    compute_capability: tuple[int, int]
+
+
+def cache_name(key: CacheKey) -> str:
+    major, minor = key.compute_capability
+    return (
+        f"{key.graph}.{key.graph_sha256[:KEY_DIGITS]}.{key.calib_sha256[:KEY_DIGITS]}"
+        f".trt{key.trt_version}.sm{major}{minor}.calib"
+    )
 
 
 class CalibrationCache:
     """One cache file, read back verbatim and written atomically (a crash mid-write leaves the
     old cache or none, never half of one)."""
 
-    def __init__(
-        self, folder: Path, graph: str, trt_version: str, compute_capability: tuple[int, int]
-    ) -> None:
-        self.path = folder / cache_name(graph, trt_version, compute_capability)
+    def __init__(self, folder: Path, key: CacheKey) -> None:
+        self.path = folder / cache_name(key)
 
     def read(self) -> bytes | None:
         return self.path.read_bytes() if self.path.is_file() else None

@@ -62,7 +62,10 @@ CALIBRATED_OP_TYPES = QUANTIZED_OP_TYPES + CNN_OP_TYPES
 CALIBRATION_CHUNK = 4
 #: Ops whose outputs stay float. TensorRT wants Q/DQ only at the inputs of the ops it runs in
 #: INT8 (it fuses the rest itself), so there every quantized op keeps a float output.
-FLOAT_OUTPUT_OP_TYPES = {"cpu": ["Gemm", "MatMul"], "tensorrt": ["Conv", "Gemm", "MatMul"]}
+FLOAT_OUTPUT_OP_TYPES = {"cpu": ["Gemm", "MatMul"], "tensorrt": ["Conv", "Gemm", "MatMul", "Add"]}
+#: TensorRT flavour, inside the backbone: Q/DQ on both inputs of each residual Add, so TensorRT can
+#: fuse Conv + Add + ReLU with an INT8 output (its guide's explicit-quantization placement).
+TENSORRT_CNN_OP_TYPES = ("Add",)
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,22 @@ RECIPES: dict[str, dict[str, list[Recipe]]] = {
             Recipe("static-qdq-u8s8", static_ops=("Gemm", "MatMul"), float_activation_products=True),
         ],
     },
+    # Attention's activation-activation MatMuls stay float (they double the error, see above), and
+    # dec_step is not quantized at all: its M=1 GEMVs gain nothing from INT8 Tensor Cores, so
+    # TensorRT builds it FP16 (as NVIDIA's Model Optimizer does).
     "tensorrt": {
-        "hoi": [Recipe("static-qdq-s8s8-symmetric", static_ops=QUANTIZED_OP_TYPES)],
-        "cap_encoder": [Recipe("static-qdq-s8s8-symmetric", static_ops=("Gemm", "MatMul"))],
-        "dec_step": [Recipe("static-qdq-s8s8-symmetric", static_ops=("Gemm", "MatMul"))],
+        "hoi": [
+            Recipe(
+                "static-qdq-s8s8-symmetric",
+                static_ops=QUANTIZED_OP_TYPES,
+                cnn_ops=TENSORRT_CNN_OP_TYPES,
+                float_activation_products=True,
+            )
+        ],
+        "cap_encoder": [
+            Recipe("static-qdq-s8s8-symmetric", static_ops=("Gemm", "MatMul"), float_activation_products=True)
+        ],
+        "dec_step": [],
     },
 }
 
@@ -259,6 +274,9 @@ class GraphQuantizer:
                     # own Q/DQ per quantized consumer: a residual Add that reads the same tensor
                     # as a Conv keeps reading the float tensor, not a DQ output
                     "DedicatedQDQPair": symmetric,
+                    # TensorRT's parser takes INT8 (or FP8/INT4) into a DequantizeLinear, never the
+                    # INT32 biases ONNX Runtime would make: biases stay float there
+                    "QuantizeBias": not symmetric,
                 },
             )
             path = out
@@ -277,10 +295,43 @@ class GraphQuantizer:
             )
             path = out
         if self.target == "tensorrt":
-            return path.read_bytes()
+            model = onnx.load(path)
+            if recipe.cnn_ops:
+                float_inputs_outside_scope(model, recipe.cnn_ops)
+            return model.SerializeToString()
         model = onnx.load(path)
         fuse_matmul_bias(model)
         return model.SerializeToString()
+
+
+def float_inputs_outside_scope(model: onnx.ModelProto, op_types: Sequence[str]) -> int:
+    """Give `op_types` nodes outside CNN_SCOPE their float inputs back. ONNX Runtime's quantizer
+    routes every consumer of a quantized tensor of an op type it was asked to quantize through the
+    DequantizeLinear, excluded nodes too (seen: the transformer's `x + pos` adds reading a
+    LayerNorm output that a Gemm quantizes). Q/DQ pairs left without consumers are removed.
+    -> inputs rewired."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    rewired = 0
+    for node in model.graph.node:
+        if node.op_type not in op_types or CNN_SCOPE in node.name:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[k] = q.input[0]
+                rewired += 1
+    while True:  # drop Q/DQ nodes nothing reads any more
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        dead = [
+            n
+            for n in model.graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.output[0] not in used
+        ]
+        if not dead:
+            return rewired
+        for n in dead:
+            model.graph.node.remove(n)
 
 
 def _quiet(fn: object, *args: object, **kwargs: object) -> None:

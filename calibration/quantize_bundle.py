@@ -49,7 +49,8 @@ class QuantizedBundle:
     held_out: CalibrationSet  # the frames the search measured on, for the whole-engine check
 
     def failed(self) -> list[str]:
-        return [name for name, r in self.results.items() if r.chosen is None]
+        """Graphs whose recipes all missed their budget (not those the target keeps float)."""
+        return [name for name, r in self.results.items() if r.chosen is None and r.attempts]
 
 
 def quantize_graphs(

@@ -6,6 +6,7 @@ tools and run by ONNX Runtime, bundles read back through the runtime's checks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 
 from h2a.calibration import calib_set
 from h2a.calibration.gate import Budget, judge, token_agreement
-from h2a.calibration.legacy_calibrator import CalibrationCache, CalibrationFeeder, cache_name
+from h2a.calibration.legacy_calibrator import CacheKey, CalibrationCache, CalibrationFeeder, cache_name
 from h2a.calibration.qdq import activation_products
 from h2a.calibration.sensitivity import group_of
 from h2a.export_tools.models.backbone import FrozenBatchNorm2d, ResNet, fold_batch_norms
@@ -158,30 +159,79 @@ def test_cpu_int8_bundle_loads_and_fits_its_budgets(cpu_int8: Path, tiny_bundle:
     assert engine.explain(det).tokens is not None
 
 
-def test_tensorrt_flavour_is_symmetric_s8_on_conv_and_matmul_only(
+def test_tensorrt_flavour_is_what_tensorrts_parser_and_fusions_want(
     calib_npz: Path, tiny_bundle: Path, tmp_path: Path
 ) -> None:
+    """Symmetric s8 Q/DQ on Conv/Gemm/MatMul inputs and on the backbone's residual adds; every
+    DequantizeLinear reads INT8 (no INT32 bias, which TensorRT's parser rejects); attention's
+    activation products stay float; dec_step stays float for an FP16 build."""
     out = tmp_path / "trt-qdq.plan"
     _quantize(tiny_bundle, calib_npz, out, target="tensorrt")
     bundle = load_bundle(out)
-    model = onnx.load_from_string(bundle.graph_bytes("hoi"))
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    consumers: dict[str, set[str]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, set()).add(node.op_type)
-    quantize_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    assert quantize_nodes
-    assert not {n.op_type for n in model.graph.node} & {"SpaceToDepth", "MatMulIntegerToFloat"}  # CPU-only
-    for node in quantize_nodes:
-        zero_point = inits[node.input[2]]
-        assert zero_point.dtype == np.int8 and not zero_point.any()  # symmetric s8
-    producers = {out: n for n in model.graph.node for out in n.output}
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear":  # every Q/DQ pair exists for a Conv/Gemm/MatMul input
-            assert consumers[node.output[0]] & {"Conv", "Gemm", "MatMul"}, node.name
-        if node.op_type == "Add" and "/backbone/" in node.name:  # residual adds stay float
-            assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers)
+    assert bundle.manifest.graphs["dec_step"].precision == "fp32"
+    assert not [
+        n for n in onnx.load_from_string(bundle.graph_bytes("dec_step")).graph.node if "Quantize" in n.op_type
+    ]
+    for name in ("hoi", "cap_encoder"):
+        model = onnx.load_from_string(bundle.graph_bytes(name))
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        consumers: dict[str, set[str]] = {}
+        for node in model.graph.node:
+            for inp in node.input:
+                consumers.setdefault(inp, set()).add(node.op_type)
+        producers = {o: n for n in model.graph.node for o in n.output}
+        quantize_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+        assert quantize_nodes, name
+        assert not {n.op_type for n in model.graph.node} & {
+            "SpaceToDepth",
+            "MatMulIntegerToFloat",
+        }  # CPU-only
+        for node in quantize_nodes:
+            zero_point = inits[node.input[2]]
+            assert zero_point.dtype == np.int8 and not zero_point.any()  # symmetric s8
+        for node in model.graph.node:
+            if node.op_type == "DequantizeLinear":
+                source = node.input[0]
+                dtype = inits[source].dtype if source in inits else None
+                if source in producers:
+                    assert producers[source].op_type == "QuantizeLinear", node.name  # an activation: s8
+                else:
+                    assert dtype == np.int8, f"{name}: {node.name} dequantizes {dtype}"  # never INT32 bias
+                assert consumers[node.output[0]] & {"Conv", "Gemm", "MatMul", "Add"}, node.name
+            dq_of_weight = {
+                i for i in node.input if i in producers and producers[i].op_type == "DequantizeLinear"
+                and producers[i].input[0] in inits
+            }  # fmt: skip
+            weights = [i in inits or i in dq_of_weight for i in node.input]
+            weightless = node.op_type == "MatMul" and not any(weights)
+            if weightless:  # attention's Q.K^T and A.V: float inputs
+                assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers)
+        if name == "hoi":
+            residual = [n for n in model.graph.node if n.op_type == "Add" and "/backbone/" in n.name]
+            quantized = [
+                n for n in residual
+                if all(i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input)
+            ]  # fmt: skip
+            assert residual and len(quantized) >= len(residual) // 2, (len(quantized), len(residual))
+            outside = [n for n in model.graph.node if n.op_type == "Add" and "/backbone/" not in n.name]
+            print(
+                "DBG",
+                [
+                    (
+                        n.name,
+                        [
+                            producers[i].name
+                            for i in n.input
+                            if i in producers and producers[i].op_type == "DequantizeLinear"
+                        ],
+                    )
+                    for n in outside
+                    if any(i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input)
+                ],
+            )
+            assert all(
+                producers[i].op_type != "DequantizeLinear" for n in outside for i in n.input if i in producers
+            )  # the transformer's residual stream stays float
 
 
 def test_gate_refuses_a_bundle_calibrated_on_constant_frames(
@@ -228,17 +278,21 @@ def test_legacy_calibrator_batches_and_cache_round_trip(calib_npz: Path, tmp_pat
         batches.append(batch)
     assert len(batches) == len(calib) // 5 and batches[0].shape == (5, 3, 192, 192)
     assert np.allclose(batches[0][0], (calib.canvases[0].transpose(2, 0, 1) / 255 - 0.5) / 0.25, atol=1e-5)
-    cache = CalibrationCache(tmp_path, "hoi", "8.5.2", (8, 7))
-    assert (
-        cache.read() is None
-        and cache.path.name == cache_name("hoi", "8.5.2", (8, 7)) == "hoi.trt8.5.2.sm87.calib"
-    )
-    table = b"TRT-8502-EntropyCalibration2\nimages: 3c010a14\n"
+    key = CacheKey("hoi", "a" * 64, calib.sha256, "8.6.2.3", (8, 7))
+    cache = CalibrationCache(tmp_path, key)
+    assert cache.read() is None
+    assert cache_name(key) == f"hoi.{'a' * 16}.{calib.sha256[:16]}.trt8.6.2.3.sm87.calib"
+    table = b"TRT-8602-EntropyCalibration2\nimages: 3c010a14\n"
     cache.write(table)
-    assert (
-        CalibrationCache(tmp_path, "hoi", "8.5.2", (8, 7)).read() == table
-    )  # second build: no frames needed
-    assert CalibrationCache(tmp_path, "hoi", "8.6.1", (8, 7)).read() is None  # another TensorRT: recalibrate
+    assert CalibrationCache(tmp_path, key).read() == table  # second build: no frames needed
+    # anything the scales depend on changes: recalibrate rather than reuse them
+    for changed in (
+        dataclasses.replace(key, graph_sha256="b" * 64),  # a retrained model
+        dataclasses.replace(key, calib_sha256="c" * 64),  # other frames
+        dataclasses.replace(key, trt_version="8.6.1.6"),  # another TensorRT build
+        dataclasses.replace(key, compute_capability=(8, 6)),  # another GPU family
+    ):
+        assert CalibrationCache(tmp_path, changed).read() is None
 
 
 def test_folded_batch_norms_match_the_original_backbone() -> None:

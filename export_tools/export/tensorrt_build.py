@@ -18,30 +18,21 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tensorrt as trt
 
+from h2a.export_tools.export.tensorrt_options import (
+    BuildOptions,
+    check_dla,
+    dla_core_for,
+    explicit_batch_flags,
+)
 from h2a.runtime.bundle import Bundle
 from h2a.runtime.bundle_writer import write_bundle
 from h2a.runtime.errors import BackendError
 from h2a.runtime.manifest import GraphEntry
-
-#: An 8 GB Orin shares its memory with the CPU; 2 GiB of builder workspace leaves room for both.
-DEFAULT_WORKSPACE_MB = 2048
-DEFAULT_MAX_BATCH = 1
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    workspace_mb: int = DEFAULT_WORKSPACE_MB
-    fp16: bool = True  # FP16 for whatever is not INT8 (and the fallback of Q/DQ layers TensorRT can't fuse)
-    max_batch: int = DEFAULT_MAX_BATCH
-    dla_core: int | None = None  # Orin's DLA: layers it can't run fall back to the GPU
-    timing_cache: Path | None = None  # reused across builds: a rebuild skips most tactic timing
-    legacy_calibrator: Any = None  # a trt.IInt8EntropyCalibrator2 for `hoi` (TensorRT < 10.1)
 
 
 class _Logger(trt.ILogger):
@@ -56,26 +47,30 @@ class _Logger(trt.ILogger):
             print(f"tensorrt: {msg}", file=sys.stderr)
 
 
-class _Progress(trt.IProgressMonitor):
-    """Prints each top-level build phase with its duration: engine builds take minutes."""
+# IProgressMonitor appeared in TensorRT 10.0 (9.x early access): on 8.x the build runs without one.
+HAS_PROGRESS_MONITOR = hasattr(trt, "IProgressMonitor")
+if HAS_PROGRESS_MONITOR:
 
-    def __init__(self, graph: str) -> None:
-        trt.IProgressMonitor.__init__(self)
-        self.graph = graph
-        self.started: dict[str, float] = {}
+    class _Progress(trt.IProgressMonitor):
+        """Prints each top-level build phase with its duration: engine builds take minutes."""
 
-    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-        self.started[phase_name] = time.monotonic()
-        if parent_phase is None:
-            print(f"  {self.graph}: {phase_name} ({num_steps} steps)", flush=True)
+        def __init__(self, graph: str) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.graph = graph
+            self.started: dict[str, float] = {}
 
-    def step_complete(self, phase_name: str, step: int) -> bool:
-        return True  # never cancel
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.started[phase_name] = time.monotonic()
+            if parent_phase is None:
+                print(f"  {self.graph}: {phase_name} ({num_steps} steps)", flush=True)
 
-    def phase_finish(self, phase_name: str) -> None:
-        started = self.started.pop(phase_name, None)
-        if started is not None and not self.started:
-            print(f"  {self.graph}: {phase_name} done in {time.monotonic() - started:.0f} s", flush=True)
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True  # never cancel
+
+        def phase_finish(self, phase_name: str) -> None:
+            started = self.started.pop(phase_name, None)
+            if started is not None and not self.started:
+                print(f"  {self.graph}: {phase_name} done in {time.monotonic() - started:.0f} s", flush=True)
 
 
 def _has_qdq(network: trt.INetworkDefinition) -> bool:
@@ -90,14 +85,16 @@ def build_engine(
 ) -> tuple[bytes, str, dict[str, Any]]:
     """(serialized engine, precision, shape profile) of one graph."""
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    flags = explicit_batch_flags(trt.__version__, int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BackendError(f"TensorRT cannot parse the {graph} graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
-    config.progress_monitor = _Progress(graph)
+    if HAS_PROGRESS_MONITOR:
+        config.progress_monitor = _Progress(graph)
     explicit_int8 = _has_qdq(network)
     precision = "int8" if explicit_int8 else "fp32"
     if options.fp16:
@@ -109,9 +106,11 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = options.legacy_calibrator
         precision = "int8"
-    if options.dla_core is not None:
+    check_dla(graph, options, precision == "int8")
+    dla_core = dla_core_for(graph, options)
+    if dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = options.dla_core
+        config.DLA_core = dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     cache = _timing_cache(config, options.timing_cache)
     profile = builder.create_optimization_profile()
@@ -164,6 +163,7 @@ def build_bundle(
         "profiles": profiles,
         "workspace_mb": options.workspace_mb,
         "dla_core": options.dla_core,
+        "dla_graphs": [g for g in graphs if dla_core_for(g, options) is not None],
         "fp16": options.fp16,
         "legacy_calibration": options.legacy_calibrator is not None,
     }

@@ -36,13 +36,24 @@ def build_tensorrt(args: argparse.Namespace) -> None:
     calibrator = None
     if args.calib is not None:
         from h2a.calibration import calib_set
-        from h2a.calibration.legacy_calibrator import CalibrationCache, CalibrationFeeder, entropy_calibrator
-
-        p = source.manifest.preprocess
-        feeder = CalibrationFeeder(calib_set.load(args.calib), p.mean, p.std, batch_size=1)
-        cache = CalibrationCache(
-            args.calib_cache_dir, "hoi", tensorrt_build.trt.__version__, cuda.compute_capability()
+        from h2a.calibration.legacy_calibrator import (
+            CacheKey,
+            CalibrationCache,
+            CalibrationFeeder,
+            entropy_calibrator,
         )
+
+        m = source.manifest
+        calib = calib_set.load(args.calib)
+        feeder = CalibrationFeeder(calib, m.preprocess.mean, m.preprocess.std, batch_size=1)
+        key = CacheKey(
+            "hoi",
+            m.members[m.graphs["hoi"].member].sha256,
+            calib.sha256,
+            tensorrt_build.trt.__version__,
+            cuda.compute_capability(),
+        )
+        cache = CalibrationCache(args.calib_cache_dir, key)
         calibrator = entropy_calibrator(feeder, cache, cuda)
     options = tensorrt_build.BuildOptions(
         workspace_mb=args.workspace_mb,

@@ -19,26 +19,14 @@ import tensorrt as trt
 
 from h2a.runtime.backends import DevicePointer
 from h2a.runtime.backends.cuda_memory import Cuda
+from h2a.runtime.backends.engine_compat import check_engine_compat
 from h2a.runtime.errors import BackendError
 from h2a.runtime.graphs import TensorInfo
 
 
 def check_device(bundle_trt: dict[str, Any], cuda: Cuda) -> None:
-    """Refuse an engine built for another TensorRT version or GPU family."""
-    built = str(bundle_trt.get("version", ""))
-    here = str(trt.__version__)
-    if built.split(".")[:2] != here.split(".")[:2]:
-        raise BackendError(
-            f"bundle engines were built with TensorRT {built}, this device has {here}; "
-            "rebuild them here with edge-export --backend tensorrt"
-        )
-    cc = tuple(bundle_trt.get("compute_capability", ()))
-    here_cc = cuda.compute_capability()
-    if cc and tuple(cc) != here_cc:
-        raise BackendError(
-            f"bundle engines were built for GPU compute capability {cc[0]}.{cc[1]}, this GPU is "
-            f"{here_cc[0]}.{here_cc[1]}; rebuild them on this device"
-        )
+    """Refuse an engine built by another TensorRT build or for another GPU family."""
+    check_engine_compat(bundle_trt, str(trt.__version__), cuda.compute_capability())
 
 
 class _Logger(trt.ILogger):
