@@ -289,3 +289,36 @@ def test_gpu_frame_input_feeds_the_reference_input_through_cuda_python(lib: ctyp
         reference, ref_geometry = pre(frame)
         assert geometry == ref_geometry and pointer.shape == (1, 3, 320, 320)
         assert _pixel_error(host[0], reference[0]) <= ONE_LEVEL
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU and CuPy (run on a lent GPU machine)")
+def test_gpu_cuda_python_works_from_a_worker_thread_and_frees_pinned_buffers() -> None:
+    """The caption worker allocates and copies on its own thread (review finding 2): with
+    cuda-python's runtime API on the primary context that needs no context juggling."""
+    import threading
+
+    from h2a.runtime.backends.cuda_memory import CudaPython
+
+    cuda = CudaPython()
+    results: list[np.ndarray] = []
+
+    def worker() -> None:
+        stream = cuda.stream_create()
+        host = cuda.pinned_empty((1024,), np.dtype(np.float32))
+        host[:] = np.arange(1024)
+        device = cuda.device_alloc(host.nbytes)
+        back = cuda.pinned_empty((1024,), np.dtype(np.float32))
+        cuda.htod_async(device, host, stream)
+        cuda.dtoh_async(back, device, stream)
+        cuda.stream_sync(stream)
+        results.append(back.copy())
+        cuda.device_free(device)
+        cuda.pinned_free(host)
+        cuda.pinned_free(back)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert len(results) == 1 and np.array_equal(results[0], np.arange(1024))
+    assert not cuda._pinned  # every pinned buffer was given back

@@ -27,6 +27,7 @@ IMPORT_NAMES = {
     "tqdm": "tqdm",
     "tensorrt": "tensorrt",
     "pycuda": "pycuda",
+    "cuda-python": "cuda",
     "torch": "torch",
     "onnx": "onnx",
     "scipy": "scipy",

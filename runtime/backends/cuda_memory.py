@@ -1,11 +1,14 @@
 """The thin CUDA layer the TensorRT backend needs: device buffers, pinned host buffers, streams
-and async copies. Two implementations: pycuda (what JetPack users usually have) and NVIDIA's
-cuda-python (`cuda.bindings`, present on the desktop GPU machines). Nothing else in the project
-touches CUDA directly.
+and async copies. Two implementations: NVIDIA's cuda-python (`cuda.bindings`; the default, its
+runtime API works on the primary context from any thread, the caption worker's included) and
+pycuda (JetPack users often have it), which pushes the device's primary context around every call
+so that it works from any thread too. Nothing else in the project touches CUDA directly.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,6 +20,7 @@ class Cuda(Protocol):
     def device_alloc(self, nbytes: int) -> int: ...
     def device_free(self, ptr: int) -> None: ...
     def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray: ...
+    def pinned_free(self, array: np.ndarray) -> None: ...
     def stream_create(self) -> int: ...
     def stream_sync(self, stream: int) -> None: ...
     def htod_async(self, dst: int, src: np.ndarray, stream: int) -> None: ...
@@ -26,46 +30,76 @@ class Cuda(Protocol):
 
 
 class PyCuda:
-    def __init__(self) -> None:
+    """pycuda on the device's primary context, pushed and popped around every call: a context made
+    current on one thread (as `pycuda.autoinit` does) is not current on the caption worker's."""
+
+    def __init__(self, device: int = 0) -> None:
         try:
-            import pycuda.autoinit  # noqa: F401  (creates the context)
             import pycuda.driver as drv
         except ImportError:
             raise BackendError("pycuda is not installed (JetPack: pip install pycuda)") from None
+        drv.init()
         self.drv = drv
+        self.context = drv.Device(device).retain_primary_context()
         self._allocs: dict[int, Any] = {}
         self._streams: dict[int, Any] = {}
+        self._pinned: dict[int, Any] = {}
+
+    @contextlib.contextmanager
+    def _current(self) -> Iterator[None]:
+        self.context.push()
+        try:
+            yield
+        finally:
+            self.drv.Context.pop()
 
     def device_alloc(self, nbytes: int) -> int:
-        alloc = self.drv.mem_alloc(max(1, nbytes))
+        with self._current():
+            alloc = self.drv.mem_alloc(max(1, nbytes))
         self._allocs[int(alloc)] = alloc
         return int(alloc)
 
     def device_free(self, ptr: int) -> None:
-        self._allocs.pop(ptr).free()
+        with self._current():
+            self._allocs.pop(ptr).free()
 
     def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-        return self.drv.pagelocked_empty(shape, dtype)
+        with self._current():
+            array = self.drv.pagelocked_empty(shape, dtype)
+        self._pinned[array.ctypes.data] = array
+        return array
+
+    def pinned_free(self, array: np.ndarray) -> None:
+        held = self._pinned.pop(array.ctypes.data, None)
+        if held is not None:
+            with self._current():
+                held.base.free()
 
     def stream_create(self) -> int:
-        stream = self.drv.Stream()
+        with self._current():
+            stream = self.drv.Stream()
         self._streams[stream.handle] = stream
         return int(stream.handle)
 
     def stream_sync(self, stream: int) -> None:
-        self._streams[stream].synchronize()
+        with self._current():
+            self._streams[stream].synchronize()
 
     def htod_async(self, dst: int, src: np.ndarray, stream: int) -> None:
-        self.drv.memcpy_htod_async(dst, src, self._streams[stream])
+        with self._current():
+            self.drv.memcpy_htod_async(dst, src, self._streams[stream])
 
     def dtoh_async(self, dst: np.ndarray, src: int, stream: int) -> None:
-        self.drv.memcpy_dtoh_async(dst, src, self._streams[stream])
+        with self._current():
+            self.drv.memcpy_dtoh_async(dst, src, self._streams[stream])
 
     def dtod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
-        self.drv.memcpy_dtod_async(dst, src, nbytes, self._streams[stream])
+        with self._current():
+            self.drv.memcpy_dtod_async(dst, src, nbytes, self._streams[stream])
 
     def compute_capability(self) -> tuple[int, int]:
-        major, minor = self.drv.Context.get_device().compute_capability()
+        with self._current():
+            major, minor = self.drv.Context.get_device().compute_capability()
         return int(major), int(minor)
 
 
@@ -81,6 +115,7 @@ class CudaPython:
             except ImportError:
                 raise BackendError("cuda-python is not installed (pip install cuda-python)") from None
         self.rt = cudart
+        self._pinned: dict[int, int] = {}  # array address -> cudaMallocHost pointer (the same)
 
     def _check(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -100,7 +135,15 @@ class CudaPython:
         import ctypes
 
         buf = (ctypes.c_byte * max(1, nbytes)).from_address(ptr)
-        return np.frombuffer(memoryview(buf), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        array = np.frombuffer(memoryview(buf), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        self._pinned[array.ctypes.data] = ptr
+        return array
+
+    def pinned_free(self, array: np.ndarray) -> None:
+        """Free a buffer from `pinned_empty`; the array must not be used afterwards."""
+        ptr = self._pinned.pop(array.ctypes.data, None)
+        if ptr is not None:
+            self._check(self.rt.cudaFreeHost(ptr))
 
     def stream_create(self) -> int:
         return int(self._check(self.rt.cudaStreamCreate()))
@@ -127,9 +170,9 @@ class CudaPython:
 
 
 def open_cuda(prefer: str = "auto") -> Cuda:
-    """pycuda first (JetPack), then cuda-python; `prefer` forces one."""
+    """cuda-python first, then pycuda; `prefer` forces one."""
     errors = []
-    for name, cls in (("pycuda", PyCuda), ("cuda-python", CudaPython)):
+    for name, cls in (("cuda-python", CudaPython), ("pycuda", PyCuda)):
         if prefer not in ("auto", name):
             continue
         try:

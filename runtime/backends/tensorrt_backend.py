@@ -39,11 +39,30 @@ class _Logger(trt.ILogger):
             self.messages.append(msg)
 
 
+_SHARED: tuple[_Logger, trt.Runtime] | None = None
+
+
+def shared_runtime() -> tuple[_Logger, trt.Runtime]:
+    """One logger and one runtime for the process: TensorRT keeps a single global logger (the
+    first one registered), so a logger per graph would miss the messages of every other graph."""
+    global _SHARED
+    if _SHARED is None:
+        logger = _Logger()
+        _SHARED = (logger, trt.Runtime(logger))
+    return _SHARED
+
+
+def _bind(ok: bool, what: str, name: str, logger: _Logger) -> None:
+    if not ok:
+        raise BackendError(
+            f"TensorRT refused {what} of {name}: " + ("; ".join(logger.messages[-2:]) or "see log")
+        )
+
+
 class TrtGraph:
     def __init__(self, engine_bytes: bytes, cuda: Cuda) -> None:
         self.cuda = cuda
-        self.logger = _Logger()
-        self.runtime = trt.Runtime(self.logger)
+        self.logger, self.runtime = shared_runtime()
         engine = self.runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
             raise BackendError(
@@ -83,7 +102,9 @@ class TrtGraph:
         ptr, capacity = self._device.get(name, (0, 0))
         if nbytes > capacity:  # grow once; steady state allocates nothing
             if ptr:
+                self.cuda.stream_sync(self.stream)  # nothing in flight still reads the old buffers
                 self.cuda.device_free(ptr)
+                self.cuda.pinned_free(self._host[name])
             ptr = self.cuda.device_alloc(nbytes)
             self._device[name] = (ptr, nbytes)
             self._host[name] = self.cuda.pinned_empty(
@@ -91,6 +112,17 @@ class TrtGraph:
             )
         host = self._host[name][: int(np.prod(shape))].reshape(shape)
         return ptr, host
+
+    def close(self) -> None:
+        """Free the buffers, then TensorRT's objects (context before engine), while CUDA is alive."""
+        self.cuda.stream_sync(self.stream)
+        for name, (ptr, _) in self._device.items():
+            self.cuda.device_free(ptr)
+            self.cuda.pinned_free(self._host[name])
+        self._device.clear()
+        self._host.clear()
+        del self.context
+        del self.engine
 
     def device_output(self, name: str) -> int:
         """Where output `name` of the last run lives on the GPU (for a device-to-device hand-off)."""
@@ -101,21 +133,21 @@ class TrtGraph:
         for name in self._inputs:
             value = inputs[name]
             if isinstance(value, DevicePointer):
-                ctx.set_input_shape(name, value.shape)
-                ctx.set_tensor_address(name, value.ptr)
+                _bind(ctx.set_input_shape(name, value.shape), "the shape", name, self.logger)
+                _bind(ctx.set_tensor_address(name, value.ptr), "the address", name, self.logger)
                 continue
             array = np.ascontiguousarray(value, dtype=self._dtype[name])
             ptr, host = self._buffer(name, array.shape)
             host[...] = array
-            ctx.set_input_shape(name, array.shape)
-            ctx.set_tensor_address(name, ptr)
+            _bind(ctx.set_input_shape(name, array.shape), "the shape", name, self.logger)
+            _bind(ctx.set_tensor_address(name, ptr), "the address", name, self.logger)
             self.cuda.htod_async(ptr, host, self.stream)
         shapes = {}
         for name in self._outputs:
             dims = ctx.get_tensor_shape(name)
             shape = tuple(int(dims[i]) for i in range(len(dims)))
             ptr, _ = self._buffer(name, shape)
-            ctx.set_tensor_address(name, ptr)
+            _bind(ctx.set_tensor_address(name, ptr), "the address", name, self.logger)
             shapes[name] = shape
         if not ctx.execute_async_v3(self.stream):
             raise BackendError("TensorRT execution failed: " + "; ".join(self.logger.messages[-2:]))
