@@ -99,23 +99,22 @@ def status_view(folder: Path) -> dict[str, Any]:
             if key in status:
                 value = status[key]
                 rows.append((label, f"{value:.1f}" if isinstance(value, float) else str(value)))
-    backlog = None
-    try:  # the outbox: rows not yet acknowledged by the broker (when forwarding is on)
-        store = AlertStore(folder, readonly=True)
-        try:
-            backlog = store.backlog()
-        finally:
-            store.close()
-    except StoreError:
-        pass
     state = "no status yet" if status is None else status["state"]
-    forwarding = status is not None and bool(status.get("forwarding"))
+    if status is not None and status.get("forwarding"):
+        try:  # the outbox: rows the broker has not acknowledged yet
+            store = AlertStore(folder, readonly=True)
+            try:
+                rows.append(("forwarding backlog", str(store.backlog())))
+            finally:
+                store.close()
+        except StoreError:
+            pass
     return {
         "state": state,
         "age": None if status is None else f"{status['age']:.0f} s ago",
         "camera": None if status is None else status.get("camera"),
         "config_version": None if status is None else status.get("config_version"),
-        "rows": rows + ([("forwarding backlog", str(backlog))] if backlog is not None and forwarding else []),
+        "rows": rows,
     }
 
 
@@ -252,23 +251,37 @@ class ReviewApp:
         )
 
     # ---- files -----------------------------------------------------------------------------------
-    def snapshot(self, request: Request) -> Response:
+    def _file(self, request: Request, find: Callable[[Path, Alert], Path | None]) -> Path | None:
         alert = self._alert(request)
-        path = None if alert is None else snapshot_path(self.settings.alerts, alert)
+        return None if alert is None else find(self.settings.alerts, alert)
+
+    def snapshot(self, request: Request) -> Response:
+        path = self._file(request, snapshot_path)
+        return (
+            PlainTextResponse("no such snapshot", 404)
+            if path is None
+            else FileResponse(path, media_type="image/jpeg")
+        )
+
+    def thumbnail(self, request: Request) -> Response:
+        path = self._file(request, snapshot_path)
         if path is None:
             return PlainTextResponse("no such snapshot", 404)
-        if request.url.path.endswith("/thumb.jpg"):
-            return Response(self.media.thumbnail(path), media_type="image/jpeg")
-        return FileResponse(path, media_type="image/jpeg")
+        return Response(self.media.thumbnail(path), media_type="image/jpeg")
 
-    def clip(self, request: Request) -> Response:
-        alert = self._alert(request)
-        path = None if alert is None else clip_path(self.settings.alerts, alert)
+    def web_clip(self, request: Request) -> Response:
+        """The evidence clip as WebM, which the page's <video> plays (transcoded once, then cached)."""
+        path = self._file(request, clip_path)
         if path is None:
             return PlainTextResponse("no such clip", 404)
-        if request.url.path.endswith(".webm"):
-            return FileResponse(self.media.web_clip(path), media_type="video/webm")
-        return FileResponse(path, media_type="video/mp4", filename=f"alert-{alert.id}.mp4")  # type: ignore[union-attr]
+        return FileResponse(self.media.web_clip(path), media_type="video/webm")
+
+    def original_clip(self, request: Request) -> Response:
+        path = self._file(request, clip_path)
+        if path is None:
+            return PlainTextResponse("no such clip", 404)
+        name = f"alert-{request.path_params['alert_id']}.mp4"
+        return FileResponse(path, media_type="video/mp4", filename=name)
 
     def plot(self, request: Request) -> Response:
         folder = latest_report(self.settings.reports)
@@ -350,9 +363,9 @@ def make_app(settings: ReviewSettings) -> Starlette:
         Route("/alerts/{alert_id:int}", review.show_alert),
         Route("/alerts/{alert_id:int}/label", review.label_alert, methods=["POST"]),
         Route("/alerts/{alert_id:int}/snapshot.jpg", review.snapshot),
-        Route("/alerts/{alert_id:int}/thumb.jpg", review.snapshot),
-        Route("/alerts/{alert_id:int}/clip.webm", review.clip),
-        Route("/alerts/{alert_id:int}/clip.mp4", review.clip),
+        Route("/alerts/{alert_id:int}/thumb.jpg", review.thumbnail),
+        Route("/alerts/{alert_id:int}/clip.webm", review.web_clip),
+        Route("/alerts/{alert_id:int}/clip.mp4", review.original_clip),
         Route("/report", review.report),
         Route("/report/plot/{n:int}", review.plot),
         Route("/api/status", review.status),

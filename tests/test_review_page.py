@@ -470,3 +470,22 @@ def test_the_review_bench_runs() -> None:
     result = run_cli("h2a.edge.review_bench", "--alerts", "20", "--repeats", "2")
     assert result.returncode == 0, result.stderr
     assert "clip as WebM, first request (transcode)" in result.stdout and "list, newest 50" in result.stdout
+
+
+def test_the_status_panel_shows_the_outbox_backlog_only_when_forwarding(
+    site: dict[str, Path], tmp_path: Path
+) -> None:
+    from h2a.edge.review_app import status_view
+    from h2a.edge.status_file import write_status
+
+    copy = tmp_path / "alerts"
+    shutil.copytree(site["alerts"], copy)
+    write_status(copy, {"fps": 9.5}, running=True, every=10.0)
+    assert "forwarding backlog" not in dict(status_view(copy)["rows"])
+    write_status(copy, {"fps": 9.5, "forwarding": True}, running=True, every=10.0)
+    store = AlertStore(copy, readonly=True)
+    owed = store.backlog()
+    store.close()
+    view = status_view(copy)
+    assert view["state"] == "running" and dict(view["rows"])["forwarding backlog"] == str(owed)
+    assert owed > 0  # edge-run without a broker still numbers every change for the outbox
