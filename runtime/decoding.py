@@ -10,6 +10,7 @@ the same graph: the reference the cache is checked against and the baseline `edg
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,15 @@ class GreedyDecoder:
             self._inputs[f"self_k_{i}"] = self._self_k[i]  # (1, H, P, dh), contiguous view
             self._inputs[f"self_v_{i}"] = self._self_v[i]
 
-    def _run_step(self, token: int, position: int, cross: dict[str, np.ndarray]) -> np.ndarray:
+    def _begin(self, cross_k: np.ndarray, cross_v: np.ndarray, memory_bias: np.ndarray) -> dict[str, Any]:
+        """The step inputs that stay fixed for one caption."""
+        cross: dict[str, Any] = {"memory_bias": memory_bias}
+        for i in range(self.consts.layers):
+            cross[f"cross_k_{i}"] = cross_k[i]  # (1, H, M, dh) views of cap_encoder's output
+            cross[f"cross_v_{i}"] = cross_v[i]
+        return cross
+
+    def _run_step(self, token: int, position: int, cross: dict[str, Any]) -> np.ndarray:
         self._token[0, 0] = token
         self._position[0] = position
         out = self.step.run({**self._inputs, **cross})
@@ -85,10 +94,7 @@ class GreedyDecoder:
         so the buffer needs no clearing between captions."""
         c = self.consts
         limit = c.max_len - 1 if max_new_tokens is None else min(max_new_tokens, c.max_len - 1)
-        cross = {"memory_bias": memory_bias}
-        for i in range(c.layers):
-            cross[f"cross_k_{i}"] = cross_k[i]  # (1, H, M, dh) views of cap_encoder's output
-            cross[f"cross_v_{i}"] = cross_v[i]
+        cross = self._begin(cross_k, cross_v, memory_bias)
         sequence = [c.bos_id]
         steps = 0
         for _ in range(limit):

@@ -19,6 +19,7 @@ from h2a.runtime.backends.frame_input import FrameInput, open_frame_input
 from h2a.runtime.bundle import Bundle
 from h2a.runtime.caption_text import CaptionFields, parse_caption
 from h2a.runtime.decoding import GreedyDecoder
+from h2a.runtime.device_decoding import DeviceGreedyDecoder
 from h2a.runtime.errors import BackendError, BundleError, InputError
 from h2a.runtime.graphs import check_graph, contract_sizes, graph_spec
 from h2a.runtime.postprocess import Triplet, anomaly_probabilities, decode_triplets
@@ -121,7 +122,13 @@ class Engine:
         self.manifest = m
         self.hoi = open_graph(bundle, "hoi", providers, threads, hoi_spins(bundle, hoi_spin))
         self.cap_encoder = open_graph(bundle, "cap_encoder", providers, caption_threads)
-        self.decoder = GreedyDecoder(open_graph(bundle, "dec_step", providers, caption_threads), m.decoder)
+        step = open_graph(bundle, "dec_step", providers, caption_threads)
+        # on the GPU the KV cache stays in device memory (runtime/device_decoding.py)
+        self.decoder = (
+            DeviceGreedyDecoder(step, m.decoder)  # a TrtGraph
+            if m.backend == "tensorrt"
+            else GreedyDecoder(step, m.decoder)
+        )
         self.tokenizer = CaptionTokenizer(bundle.tokenizer_json())
         p = m.preprocess
         self.preprocess = Preprocessor(p.input_size, tuple(p.mean), tuple(p.std), p.pad_value)

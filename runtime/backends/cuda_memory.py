@@ -26,6 +26,9 @@ class Cuda(Protocol):
     def htod_async(self, dst: int, src: np.ndarray, stream: int) -> None: ...
     def dtoh_async(self, dst: np.ndarray, src: int, stream: int) -> None: ...
     def dtod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None: ...
+    def dtod_2d_async(
+        self, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, height: int, stream: int
+    ) -> None: ...
     def compute_capability(self) -> tuple[int, int]: ...
 
 
@@ -97,6 +100,16 @@ class PyCuda:
         with self._current():
             self.drv.memcpy_dtod_async(dst, src, nbytes, self._streams[stream])
 
+    def dtod_2d_async(
+        self, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, height: int, stream: int
+    ) -> None:
+        copy = self.drv.Memcpy2D()
+        copy.set_src_device(src)
+        copy.set_dst_device(dst)
+        copy.src_pitch, copy.dst_pitch, copy.width_in_bytes, copy.height = src_pitch, dst_pitch, width, height
+        with self._current():
+            copy(self._streams[stream])
+
     def compute_capability(self) -> tuple[int, int]:
         with self._current():
             major, minor = self.drv.Context.get_device().compute_capability()
@@ -162,6 +175,14 @@ class CudaPython:
     def dtod_async(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
         self._check(self.rt.cudaMemcpyAsync(dst, src, nbytes, kind, stream))
+
+    def dtod_2d_async(
+        self, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, height: int, stream: int
+    ) -> None:
+        """`height` rows of `width` bytes, each row `src_pitch` apart at the source, `dst_pitch` at
+        the destination: one call writes a strided slice (the decoder's K/V at one position)."""
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        self._check(self.rt.cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, height, kind, stream))
 
     def compute_capability(self) -> tuple[int, int]:
         device = int(self._check(self.rt.cudaGetDevice()))

@@ -6,8 +6,8 @@ compared with this device's, and a mismatch is refused with one line (a serializ
 runs on the TensorRT version and GPU family it was built for).
 
 Host buffers are pinned and reused; each graph has its own stream; inputs may be given as device
-pointers (`DevicePointer`) so `hoi`'s image tokens can be handed to `cap_encoder` without a trip
-through host memory.
+pointers (`DevicePointer`: the GPU pre-processing's output, the decoder's device KV cache), and
+`run_device` leaves outputs on the device for the caller to consume on the graph's stream.
 """
 
 from __future__ import annotations
@@ -124,11 +124,17 @@ class TrtGraph:
         del self.context
         del self.engine
 
-    def device_output(self, name: str) -> int:
-        """Where output `name` of the last run lives on the GPU (for a device-to-device hand-off)."""
-        return self._device[name][0]
-
     def run(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        host, _ = self.run_device(inputs, set(self._outputs))
+        return host
+
+    def run_device(
+        self, inputs: dict[str, Any], host_outputs: set[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, DevicePointer]]:
+        """Inputs as arrays (uploaded through pinned buffers) or DevicePointers (bound as they are);
+        -> (copies of the `host_outputs`, every output's device buffer). The device buffers hold
+        this run's outputs until the next run of this graph: a consumer on another stream must
+        copy them (or finish) before then; on this graph's stream, order alone suffices."""
         ctx = self.context
         for name in self._inputs:
             value = inputs[name]
@@ -142,19 +148,19 @@ class TrtGraph:
             _bind(ctx.set_input_shape(name, array.shape), "the shape", name, self.logger)
             _bind(ctx.set_tensor_address(name, ptr), "the address", name, self.logger)
             self.cuda.htod_async(ptr, host, self.stream)
-        shapes = {}
+        device: dict[str, DevicePointer] = {}
         for name in self._outputs:
             dims = ctx.get_tensor_shape(name)
             shape = tuple(int(dims[i]) for i in range(len(dims)))
             ptr, _ = self._buffer(name, shape)
             _bind(ctx.set_tensor_address(name, ptr), "the address", name, self.logger)
-            shapes[name] = shape
+            device[name] = DevicePointer(ptr, shape)
         if not ctx.execute_async_v3(self.stream):
             raise BackendError("TensorRT execution failed: " + "; ".join(self.logger.messages[-2:]))
         out = {}
-        for name in self._outputs:
-            ptr, host = self._buffer(name, shapes[name])
+        for name in host_outputs:
+            ptr, host = self._buffer(name, device[name].shape)
             self.cuda.dtoh_async(host, ptr, self.stream)
             out[name] = host
         self.cuda.stream_sync(self.stream)
-        return {name: host.copy() for name, host in out.items()}
+        return {name: host.copy() for name, host in out.items()}, device
