@@ -307,10 +307,11 @@ class ConfigWatcher:
         except OSError:
             return 0.0
 
-    def poll(self) -> tuple[EdgeConfig | None, str | None]:
-        """-> (new config, None) after a good change, (None, error) after a bad one, (None, None) else."""
+    def poll(self, force: bool = False) -> tuple[EdgeConfig | None, str | None]:
+        """-> (new config, None) after a good change, (None, error) after a bad one, (None, None) else.
+        `force` (SIGHUP) reads the file even when its modification time has not changed."""
         stamp = self._mtime()
-        if stamp == self._stamp:
+        if stamp == self._stamp and not (force and self.path is not None):
             return None, None
         self._stamp = stamp
         try:

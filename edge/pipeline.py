@@ -28,6 +28,7 @@ from h2a.edge.events import Change, EventEngine, EventUpdate
 from h2a.edge.evidence import EvidenceRecorder
 from h2a.edge.mqtt_forward import MqttForwarder
 from h2a.edge.queues import CaptionJob, CaptionQueue, FrameQueue
+from h2a.edge.sd_notify import Notifier
 from h2a.edge.sources import Frame, FrameSource, SourceSpec
 from h2a.edge.status_file import write_status
 from h2a.edge.telemetry import Stats, iso_time, log_event
@@ -96,6 +97,8 @@ class Pipeline:
         self.recorder = EvidenceRecorder(self.config.record) if recording else None
         self._position_offset = 0.0  # frame timestamp - its position in the source (constant per source)
         self.error: BaseException | None = None
+        self.notifier = Notifier()  # systemd Type=notify: READY, WATCHDOG, STOPPING
+        self.reload_requested = threading.Event()  # set by SIGHUP (edge-run)
 
     def _capture(self) -> None:
         try:
@@ -127,7 +130,18 @@ class Pipeline:
         last_t = 0.0
         processed = 0
         last_frame_time = 0.0
+        self.notifier.ready(f"watching {self.source.spec.name()}")
         while not self.stop_event.is_set():
+            # every turn, frames or not (get() wakes every POLL_S): the watchdog ping, a reload
+            # asked for by SIGHUP, the status line and the config file's own changes
+            self.notifier.watchdog()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload(force=True)
+            if time.monotonic() - last_status >= self.options.status_every:
+                self._status()
+                self._reload()
+                last_status = time.monotonic()
             frame = self.frames.get()
             if frame is False:
                 break
@@ -146,10 +160,7 @@ class Pipeline:
             processed += 1
             if self.options.max_frames and processed >= self.options.max_frames:
                 break
-            if time.monotonic() - last_status >= self.options.status_every:
-                self._status()
-                self._reload()
-                last_status = time.monotonic()
+        self.notifier.stopping()
         self.stop_event.set()
         for update in self.events.close_all(last_t):
             self._dispatch(update, None, None)
@@ -259,8 +270,8 @@ class Pipeline:
             except OSError as err:
                 log_event("status_file_failed", logging.WARNING, error=str(err))
 
-    def _reload(self) -> None:
-        config, error = self.watcher.poll()
+    def _reload(self, force: bool = False) -> None:
+        config, error = self.watcher.poll(force)
         if error is not None:
             log_event("config_rejected", logging.ERROR, error=error, kept=self.config.version)
         elif config is not None:

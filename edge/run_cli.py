@@ -1,7 +1,9 @@
 """`edge-run`: explainable anomaly detection on a camera, a stream, a file or an image folder.
 
 Exit codes: 0 clean stop (end of file, --max-frames, SIGINT/SIGTERM); 1 runtime failure;
-2 refused bundle, config or usage; 3 source cannot be opened.
+2 refused bundle, config or usage; 3 source cannot be opened. SIGHUP re-reads the config at once
+(it is also re-read when the file changes). Under systemd (`Type=notify`) it reports READY once
+running and pings the watchdog from the detection loop.
 """
 
 from __future__ import annotations
@@ -117,8 +119,13 @@ def run(args: argparse.Namespace) -> int:
         log_event("stopping", signal=signal.Signals(signum).name)
         pipeline.stop_event.set()
 
+    def reload(signum: int, _frame: FrameType | None) -> None:
+        log_event("reload_requested", signal=signal.Signals(signum).name)
+        pipeline.reload_requested.set()
+
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, reload)
     log_event(
         "started",
         engine=str(args.engine),
