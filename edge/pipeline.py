@@ -255,6 +255,7 @@ class Pipeline:
         snap["caption_queue"] = self.captions.depth()
         snap["frame_slot"] = self.frames.depth()
         snap["reconnects"] = self.source.reconnects
+        snap["freezes"] = self.source.freezes
         snap["bad_frames"] = self.source.bad_frames
         log_event("status", **snap)
         if self.options.alerts_dir is not None:

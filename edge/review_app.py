@@ -64,6 +64,7 @@ STATUS_FIELDS = (
     ("captions_dropped", "captions dropped"),
     ("caption_queue", "caption queue"),
     ("reconnects", "reconnects"),
+    ("freezes", "watchdog trips"),
     ("alerts_written", "alerts written"),
     ("alerts_forwarded", "alerts forwarded"),
 )

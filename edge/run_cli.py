@@ -9,6 +9,7 @@ running and pings the watchdog from the detection loop.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -75,7 +76,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_main("edge-run", lambda: dispatch(args))
+    code = run_main("edge-run", lambda: dispatch(args))
+    from h2a.edge.sources import hung_readers
+
+    if hung_readers():  # a camera read the watchdog abandoned is still hanging (see hung_readers)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def dispatch(args: argparse.Namespace) -> int:

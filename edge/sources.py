@@ -9,8 +9,10 @@ venv made with --system-site-packages) for CSI cameras; `gstreamer_available()` 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -125,6 +127,7 @@ class FrameSource:
         self.stop, self.opener = stop, opener
         self.reconnects = 0
         self.bad_frames = 0
+        self.freezes = 0  # watchdog trips: a hung read or a frozen picture
 
     def __iter__(self) -> Iterator[Frame]:
         if self.spec.kind == "folder":
@@ -172,39 +175,54 @@ class FrameSource:
             cap.release()
 
     def _live(self) -> Iterator[Frame]:
+        """Each connection reads in its own thread (`_Reader`), so a read that hangs (USB, V4L2,
+        GStreamer, a stalled stream) cannot stall this generator: with no new picture for
+        `freeze_timeout` - nothing arrives, or the same picture again and again (a frozen encoder) -
+        the reader is abandoned (its thread ends whenever its read returns) and a fresh capture is
+        opened with back-off."""
         delay = self.reconnect_min
         index = 0
         opened_at = time.time()
         while not self.stop():
             cap = self.opener(self.spec)
             if not cap.isOpened():
+                cap.release()
                 log.warning("source %s unavailable; retrying in %.1f s", self.spec.describe(), delay)
                 self._sleep(delay)
                 delay = min(self.reconnect_max, delay * 2)
                 self.reconnects += 1
                 continue
             log.info("source %s opened", self.spec.describe())
-            last = time.monotonic()
+            reader = _Reader(cap)
+            last_new = time.monotonic()  # when the picture last changed
+            last_digest: bytes | None = None
+            reason = ""
             try:
                 while not self.stop():
-                    ok, image = cap.read()
+                    item = reader.next(min(STOP_POLL_S * 4, self.freeze_timeout))
                     now = time.monotonic()
-                    if ok and _valid(image):
-                        delay, last = self.reconnect_min, now
-                        now_wall = time.time()
-                        yield Frame(image, index, now_wall, now_wall - opened_at)
-                        index += 1
-                    elif ok:
+                    if item is _DROPPED:
+                        reason = "dropped"
+                        break
+                    if item is _BAD:
                         self.bad_frames += 1
-                    if not ok or now - last > self.freeze_timeout:
-                        log.warning(
-                            "source %s %s; reconnecting",
-                            self.spec.describe(),
-                            "dropped" if not ok else f"froze for {now - last:.1f} s",
+                    elif isinstance(item, np.ndarray):
+                        digest = _digest(item)
+                        if digest != last_digest:
+                            last_digest, last_new, delay = digest, now, self.reconnect_min
+                        now_wall = time.time()
+                        yield Frame(item, index, now_wall, now_wall - opened_at)
+                        index += 1
+                    if now - last_new > self.freeze_timeout:
+                        self.freezes += 1
+                        reason = f"froze for {now - last_new:.1f} s" + (
+                            "" if reader.reading_since(now) is None else " (a read is hanging)"
                         )
                         break
             finally:
-                cap.release()
+                reader.abandon()
+            if reason:
+                log.warning("source %s %s; reconnecting", self.spec.describe(), reason)
             self.reconnects += 1
             self._sleep(delay)
             delay = min(self.reconnect_max, delay * 2)
@@ -213,6 +231,88 @@ class FrameSource:
         end = time.monotonic() + seconds
         while not self.stop() and time.monotonic() < end:
             time.sleep(max(0.0, min(STOP_POLL_S, end - time.monotonic())))
+
+
+_DROPPED = object()  # the reader's read failed: the stream ended or broke
+_EMPTY = object()  # nothing new in the reader's box
+_BAD = object()  # a read that succeeded but returned no usable picture
+#: Pixels the frozen-picture check hashes: every DIGEST_STEP-th row and column (cheap at any size).
+DIGEST_STEP = 8
+
+
+def _digest(image: np.ndarray) -> bytes:
+    return hashlib.blake2b(
+        np.ascontiguousarray(image[::DIGEST_STEP, ::DIGEST_STEP]).data, digest_size=8
+    ).digest()
+
+
+_READERS: list[threading.Thread] = []  # every reader thread started, for `hung_readers`
+
+
+def hung_readers() -> int:
+    """Reader threads still inside a read that never returned (abandoned by the watchdog). Python
+    cannot end such a thread: if it wakes while the interpreter shuts down, the C++ read is unwound
+    and the process aborts, so edge-run ends with os._exit when any remain (everything else closed)."""
+    return sum(1 for t in _READERS if t.is_alive())
+
+
+class _Reader:
+    """One capture read in a daemon thread, handing each picture over through a one-slot box (the
+    reader waits while the box is full, so no frame is lost here; the pipeline's own queue decides
+    what a live source may drop)."""
+
+    def __init__(self, cap: cv2.VideoCapture) -> None:
+        self.cap = cap
+        self._cond = threading.Condition()
+        self._item: object = _EMPTY
+        self._abandoned = False
+        self._read_started: float | None = None
+        self.thread = threading.Thread(target=self._run, name="capture-read", daemon=True)
+        _READERS[:] = [t for t in _READERS if t.is_alive()]
+        _READERS.append(self.thread)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if self._abandoned:
+                        return
+                    self._read_started = time.monotonic()
+                ok, image = self.cap.read()  # may hang: then only this thread waits
+                with self._cond:
+                    self._read_started = None
+                    while self._item is not _EMPTY and not self._abandoned:
+                        self._cond.wait()
+                    if self._abandoned:
+                        return
+                    self._item = _DROPPED if not ok else image if _valid(image) else _BAD
+                    self._cond.notify_all()
+                    if not ok:
+                        return
+        finally:
+            self.cap.release()
+
+    def next(self, timeout: float) -> object:
+        """The next picture, _BAD, _DROPPED, or _EMPTY when nothing came within `timeout`."""
+        with self._cond:
+            if self._item is _EMPTY:
+                self._cond.wait(timeout)
+            item = self._item
+            if item is not _DROPPED:  # a drop stays
+                self._item = _EMPTY
+                self._cond.notify_all()
+            return item
+
+    def reading_since(self, now: float) -> float | None:
+        with self._cond:
+            return None if self._read_started is None else now - self._read_started
+
+    def abandon(self) -> None:
+        """Stop using this capture; a hung read keeps its thread until it returns (then it ends)."""
+        with self._cond:
+            self._abandoned = True
+            self._cond.notify_all()
 
 
 def _valid(image: np.ndarray | None) -> bool:
