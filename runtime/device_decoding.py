@@ -52,6 +52,10 @@ class DeviceGreedyDecoder(GreedyDecoder):
         self.layer_bytes = int(np.prod(self.layer_shape)) * FLOAT_BYTES
         self.self_k = self.cuda.device_alloc(c.layers * self.layer_bytes)  # (L, 1, H, P, dh)
         self.self_v = self.cuda.device_alloc(c.layers * self.layer_bytes)
+        # Zeroed once: rows past `position` are masked, but a mask cannot hide NaN bit patterns
+        # that fresh device memory may hold (softmax weight 0 times NaN is NaN). Seen on a GPU.
+        for cache in (self.self_k, self.self_v):
+            self.cuda.zero_async(cache, c.layers * self.layer_bytes, step.stream)
         self._cross: dict[str, tuple[int, int]] = {}  # input name -> (device pointer, capacity)
         self._cross_host: dict[str, np.ndarray] = {}  # pinned staging for the per-caption upload
 

@@ -26,7 +26,9 @@ pytestmark = [
 
 
 class CountingCuda:
-    """cuda-python with the decoder's host<->device traffic counted."""
+    """cuda-python with the decoder's host<->device traffic counted, and every allocation filled
+    with NaN first: what fresh device memory may hold (the decoder must clear its cache itself;
+    a GPU run once decoded garbage from memory an earlier test had left behind)."""
 
     def __init__(self, cuda: Any) -> None:
         self.inner = cuda
@@ -35,6 +37,16 @@ class CountingCuda:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    def device_alloc(self, nbytes: int) -> int:
+        ptr = self.inner.device_alloc(nbytes)
+        nan = self.inner.pinned_empty((max(1, nbytes // 4),), np.dtype(np.float32))
+        nan[:] = np.nan
+        stream = self.inner.stream_create()
+        self.inner.htod_async(ptr, nan, stream)
+        self.inner.stream_sync(stream)
+        self.inner.pinned_free(nan)
+        return int(ptr)
 
     def htod_async(self, dst: int, src: np.ndarray, stream: int) -> None:
         self.uploads += 1
@@ -95,7 +107,8 @@ def test_device_cache_decodes_what_the_host_cache_decodes(tiny_bundle: Path) -> 
     from h2a.runtime.engine import Engine
 
     engine = Engine(load_bundle(tiny_bundle))
-    step = OnnxOnDevice(engine.decoder.step, CudaPython())
+    cuda = CudaPython()
+    step = OnnxOnDevice(engine.decoder.step, cuda)
     device = DeviceGreedyDecoder(step, engine.manifest.decoder)
     for frame in _frames()[:4]:
         detection = engine.detect(frame)

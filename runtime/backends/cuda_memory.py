@@ -29,6 +29,7 @@ class Cuda(Protocol):
     def dtod_2d_async(
         self, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, height: int, stream: int
     ) -> None: ...
+    def zero_async(self, ptr: int, nbytes: int, stream: int) -> None: ...
     def compute_capability(self) -> tuple[int, int]: ...
 
 
@@ -110,6 +111,10 @@ class PyCuda:
         with self._current():
             copy(self._streams[stream])
 
+    def zero_async(self, ptr: int, nbytes: int, stream: int) -> None:
+        with self._current():
+            self.drv.memset_d8_async(ptr, 0, nbytes, self._streams[stream])
+
     def compute_capability(self) -> tuple[int, int]:
         with self._current():
             major, minor = self.drv.Context.get_device().compute_capability()
@@ -183,6 +188,9 @@ class CudaPython:
         the destination: one call writes a strided slice (the decoder's K/V at one position)."""
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
         self._check(self.rt.cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, height, kind, stream))
+
+    def zero_async(self, ptr: int, nbytes: int, stream: int) -> None:
+        self._check(self.rt.cudaMemsetAsync(ptr, 0, nbytes, stream))
 
     def compute_capability(self) -> tuple[int, int]:
         device = int(self._check(self.rt.cudaGetDevice()))
