@@ -278,6 +278,11 @@ class Pipeline:
         elif config is not None:
             self.config = config
             self.events.set_thresholds(config.thresholds)
+            # [camera]: stride, fps cap and name are read from self.config per frame; the capture's
+            # watchdog and back-off settings are read by the source on every turn
+            cam = config.camera
+            self.source.freeze_timeout = cam.freeze_timeout
+            self.source.reconnect_min, self.source.reconnect_max = cam.reconnect_min, cam.reconnect_max
             log_event("config_reloaded", version=config.version)
 
 

@@ -97,3 +97,32 @@ def test_the_shipped_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Type=notify" in text and "WatchdogSec=" in text and "ExecReload=/bin/kill -HUP $MAINPID" in text
+
+
+def test_a_reload_applies_the_camera_settings_to_the_running_capture(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    from h2a.edge.config import ConfigWatcher
+    from h2a.edge.pipeline import PipelineOptions, build_pipeline
+    from h2a.edge.sources import SourceSpec
+    from h2a.runtime.bundle import load_bundle
+    from h2a.runtime.engine import Engine
+
+    bundle = load_bundle(tiny_bundle)
+    m = bundle.manifest
+    config = tmp_path / "edge.toml"
+    config.write_text("[camera]\nfreeze_timeout = 5.0\n")
+    watcher = ConfigWatcher(config, m.labels.anomalies, dict(m.thresholds.anomaly))
+    spec = SourceSpec("url", "http://127.0.0.1:9/never", True)
+    pipeline = build_pipeline(Engine(bundle), spec, watcher, PipelineOptions(None), "test")
+    assert pipeline.source.freeze_timeout == 5.0
+    config.write_text(
+        "[camera]\nfreeze_timeout = 2.5\nreconnect_min = 0.5\nreconnect_max = 4.0\nframe_stride = 3\n"
+    )
+    pipeline._reload(force=True)
+    assert (pipeline.source.freeze_timeout, pipeline.source.reconnect_min, pipeline.source.reconnect_max) == (
+        2.5,
+        0.5,
+        4.0,
+    )
+    assert pipeline.config.camera.frame_stride == 3  # the detection loop reads it per frame
