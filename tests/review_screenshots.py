@@ -8,13 +8,9 @@ import argparse
 import time
 from pathlib import Path
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
-
 from h2a.edge.alert_store import AlertStore
 
-from .test_review_page import CHROMEDRIVER, CHROMIUM, Server
+from .test_review_page import CHROMEDRIVER, CHROMIUM, Server, start_chrome
 
 
 def main() -> None:
@@ -27,12 +23,7 @@ def main() -> None:
     store = AlertStore(args.alerts, readonly=True)
     target = next(a for a in store.alerts() if a.clip and a.snapshot)
     store.close()
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1280,1000", "--hide-scrollbars"):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = start_chrome("--hide-scrollbars")
     server = Server(args.alerts)
     try:
         args.out.mkdir(parents=True, exist_ok=True)

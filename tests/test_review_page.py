@@ -138,18 +138,25 @@ def browser() -> Iterator[Any]:
         pytest.skip(
             "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
         )
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra)")
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra)")
+    driver = start_chrome("--autoplay-policy=no-user-gesture-required")
+    yield driver
+    driver.quit()
+
+
+def start_chrome(*extra: str) -> Any:
+    """Headless Chromium (the flags the Debian build needs here) at 1280x1000, driven by Selenium."""
+    from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
+    assert CHROMIUM is not None and CHROMEDRIVER is not None
     options = Options()
     options.binary_location = CHROMIUM
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1280,1000", "--autoplay-policy=no-user-gesture-required"):  # fmt: skip
+                "--window-size=1280,1000", *extra):  # fmt: skip
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 def wait_for(condition: Any, what: str, timeout: float = WAIT_S) -> Any:

@@ -51,7 +51,7 @@ class GpuFrameInput:
         self.out = cuda.device_alloc(int(np.prod(self.out_shape)) * 4)
         self._frame_ptr, self._frame_bytes = 0, 0
         self._pinned: np.ndarray | None = None
-        self.description = f"CUDA kernel ({lib._name})"
+        self.description = _kernel_description(lib)
 
     def __call__(self, frame_bgr: np.ndarray) -> tuple[Any, Letterbox]:
         from h2a.runtime.backends.cuda_preprocess import DeviceFrame
@@ -98,4 +98,8 @@ def describe(backend: str) -> str:
         lib = load_library()
     except BackendError as err:
         return f"OpenCV on the CPU ({err})"
+    return _kernel_description(lib)
+
+
+def _kernel_description(lib: Any) -> str:
     return f"CUDA kernel ({lib._name})"
