@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from h2a.calibration.instance_match import align_instances
 from h2a.calibration.qdq import QUANTIZED_OP_TYPES, GraphQuantizer, Recipe, quantizable_nodes
 from h2a.calibration.traces import Feed
 from h2a.runtime.backends.onnxruntime_backend import session_options
@@ -74,16 +75,16 @@ def _inputs(sess: ort.InferenceSession, feed: Feed) -> Feed:
 def output_error(
     reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: Sequence[Feed]
 ) -> float:
-    """Mean over inputs of the worst output's relative L2 error ||q - f|| / ||f||."""
+    """Mean over inputs of the worst output's relative L2 error ||q - f|| / ||f||; the HOI
+    encoder's instance slots are compared as sets (`instance_match.py`)."""
+    names = [o.name for o in reference.get_outputs()]
     errors = []
     for feed in feeds:
         f = _inputs(reference, feed)
-        ref, got = reference.run(None, f), candidate.run(None, f)
+        ref = dict(zip(names, reference.run(names, f), strict=True))
+        got = align_instances(ref, dict(zip(names, candidate.run(names, f), strict=True)))
         errors.append(
-            max(
-                float(np.linalg.norm(g - r) / (np.linalg.norm(r) + 1e-12))
-                for r, g in zip(ref, got, strict=True)
-            )
+            max(float(np.linalg.norm(got[n] - ref[n]) / (np.linalg.norm(ref[n]) + 1e-12)) for n in names)
         )
     return float(np.mean(errors))
 

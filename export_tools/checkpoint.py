@@ -15,7 +15,9 @@ import torch
 from h2a.export_tools.models import CaptionModel, HOIEncoder, ModelConfig
 from h2a.runtime.errors import InputError
 
-CHECKPOINT_VERSION = 1
+#: 2: the instance decoder picks its queries from dense proposals (models/proposals.py); the
+#: weights of version 1 have no place in it.
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -45,19 +47,37 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, extra: dict[str, Any] | 
     tmp.replace(path)
 
 
-def load_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, Any]]:
-    """-> the checkpoint (models in eval mode) and the raw payload (optimizer state etc. for resuming)."""
+def _payload(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises pickle, zip and runtime errors for a damaged file
         raise InputError(f"{path}: cannot be read as a checkpoint ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"{path}: not a Hoi2Anomaly Edge checkpoint (version {CHECKPOINT_VERSION})")
+    if not isinstance(payload, dict) or not isinstance(payload.get("version"), int):
+        raise InputError(f"{path}: not a Hoi2Anomaly Edge checkpoint")
+    if payload["version"] != CHECKPOINT_VERSION:
+        raise InputError(
+            f"{path}: a version {payload['version']} checkpoint; this release reads version "
+            f"{CHECKPOINT_VERSION} (its model changed): train again"
+        )
+    return payload
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's metadata (stages, seeds, seconds) without building its models."""
+    meta: dict[str, Any] = _payload(path).get("meta", {})
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> tuple[Checkpoint, dict[str, Any]]:
+    """-> the checkpoint (models in eval mode) and the raw payload (optimizer state etc. for resuming)."""
+    payload = _payload(path)
     config = ModelConfig.from_dict(payload["config"])
-    hoi = HOIEncoder(config.hoi)
-    hoi.load_state_dict(payload["hoi"])
-    caption = CaptionModel(config.caption)
-    caption.load_state_dict(payload["caption"])
+    hoi, caption = HOIEncoder(config.hoi), CaptionModel(config.caption)
+    try:
+        hoi.load_state_dict(payload["hoi"])
+        caption.load_state_dict(payload["caption"])
+    except RuntimeError:
+        raise InputError(f"{path}: its weights do not fit the models its config describes") from None
     ckpt = Checkpoint(config, hoi.eval(), caption.eval(), payload["tokenizer_json"], payload.get("meta", {}))
     return ckpt, payload
 

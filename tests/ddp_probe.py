@@ -1,8 +1,9 @@
 """Run a few HOI training steps as one process or under torchrun (gloo); print the losses as JSON.
 
 Used by test_training.py: the losses of both launches must agree. BatchNorm is frozen here
-because per-process batch statistics legitimately differ from whole-batch ones (on GPUs the
-trainer converts BatchNorm to SyncBatchNorm instead).
+because per-process batch statistics legitimately differ from whole-batch ones. On GPUs the
+trainer converts trainable BatchNorm to SyncBatchNorm (`distributed.sync_batchnorm`), which
+PyTorch cannot run on CPUs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def main() -> None:
     dataset = HOIDataset(data.split("train"), data.objects, data.actions, data.anomalies, cfg.image_size)
     loss = HOILoss(len(data.objects))
     train = TrainConfig(epochs=1, batch_size=4, lr=1e-3, warmup_steps=1, clip=1.0, max_steps=3)
-    trainer = Trainer("probe", model, dataset, collate, lambda m, b: loss(m(b[0]), b[1]), train, out, device)
+    trainer = Trainer(
+        "probe", model, dataset, collate, lambda m, b: loss(m(b[0], aux=True), b[1]), train, out, device
+    )
     history = trainer.fit(progress=False)
     if dist.is_main():
         print(json.dumps([round(h["loss"], 5) for h in history]))

@@ -55,10 +55,10 @@ def calib_npz(dataset: Path, tiny_bundle: Path) -> Path:
     return out
 
 
-def _quantize(tiny_bundle: Path, calib: Path, out: Path, target: str = "cpu") -> None:
+def _quantize(tiny_bundle: Path, calib: Path, out: Path, target: str = "cpu", *extra: str) -> None:
     result = run_cli(
         "h2a.calibration.cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib),
-        "--target", target, "--out", str(out), "--quiet",
+        "--target", target, "--out", str(out), "--quiet", *extra,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
@@ -166,7 +166,10 @@ def test_tensorrt_flavour_is_what_tensorrts_parser_and_fusions_want(
     DequantizeLinear reads INT8 (no INT32 bias, which TensorRT's parser rejects); attention's
     activation products stay float; dec_step stays float for an FP16 build."""
     out = tmp_path / "trt-qdq.plan"
-    _quantize(tiny_bundle, calib_npz, out, target="tensorrt")
+    # Where the Q/DQ go is checked here, not accuracy: a random-init encoder's proposal scores are
+    # near ties, so INT8 noise picks other tokens and no small budget holds; the generous one
+    # keeps the search from falling back to float.
+    _quantize(tiny_bundle, calib_npz, out, "tensorrt", "--budget-hoi", "10")
     bundle = load_bundle(out)
     assert bundle.manifest.graphs["dec_step"].precision == "fp32"
     assert not [
@@ -214,21 +217,6 @@ def test_tensorrt_flavour_is_what_tensorrts_parser_and_fusions_want(
             ]  # fmt: skip
             assert residual and len(quantized) >= len(residual) // 2, (len(quantized), len(residual))
             outside = [n for n in model.graph.node if n.op_type == "Add" and "/backbone/" not in n.name]
-            print(
-                "DBG",
-                [
-                    (
-                        n.name,
-                        [
-                            producers[i].name
-                            for i in n.input
-                            if i in producers and producers[i].op_type == "DequantizeLinear"
-                        ],
-                    )
-                    for n in outside
-                    if any(i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input)
-                ],
-            )
             assert all(
                 producers[i].op_type != "DequantizeLinear" for n in outside for i in n.input if i in producers
             )  # the transformer's residual stream stays float

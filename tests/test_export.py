@@ -34,6 +34,12 @@ def test_graph_is_opset17_with_the_documented_io(exported, name: str) -> None:  
     assert [o.name for o in model.graph.output] == spec.output_names
     if name == "dec_step":  # one cache input per layer: no in-graph slicing (Gather/Split) of caches
         assert "self_k_1" in spec.input_names and "self_k" not in spec.input_names
+    # every weight is an initializer, even one shared by decoder layers (the box head): INT8
+    # tools must not mistake it for an activation
+    initializers = {i.name for i in model.graph.initializer}
+    assert not [n.name for n in model.graph.node if n.op_type == "Identity" and n.input[0] in initializers]
+    if name == "hoi":
+        assert {"TopK", "GatherElements"} <= {n.op_type for n in model.graph.node}  # query selection
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))

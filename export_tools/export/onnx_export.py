@@ -18,6 +18,30 @@ from h2a.runtime.graphs import GraphSpec
 OPSET = 17
 
 
+def fold_weight_identities(model: onnx.ModelProto) -> int:
+    """A module called more than once (a box head shared by decoder layers) exports its weights
+    once and each later use through an Identity node. Such a weight looks computed, so INT8
+    tools would treat it as an activation; consumers read the initializer itself instead.
+    Returns how many Identity nodes were removed."""
+    initializers = {i.name for i in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    alias = {
+        n.output[0]: n.input[0]
+        for n in model.graph.node
+        if n.op_type == "Identity" and n.input[0] in initializers and n.output[0] not in outputs
+    }
+    if not alias:
+        return 0
+    kept = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for node in kept:
+        for k, name in enumerate(node.input):
+            if name in alias:
+                node.input[k] = alias[name]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return len(alias)
+
+
 def export_onnx(
     module: nn.Module, example: tuple[torch.Tensor, ...], spec: GraphSpec, axes: dict[str, dict[int, str]]
 ) -> bytes:
@@ -35,8 +59,8 @@ def export_onnx(
             dynamic_axes=axes,
             do_constant_folding=True,
         )
-    data = buffer.getvalue()
-    model = onnx.load_from_string(data)
+    model = onnx.load_from_string(buffer.getvalue())
+    data = model.SerializeToString() if fold_weight_identities(model) else buffer.getvalue()
     onnx.checker.check_model(model, full_check=True)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if opset != OPSET:

@@ -27,6 +27,7 @@ class HOIConfig:
     dim_ff: int = 1024
     n_inst_queries: int = 100
     n_int_queries: int = 16
+    anchor_size: float = 0.1  # width and height of the proposal anchor of every image token
     dropout: float = 0.1
     pointer_tau: float = 0.05  # HOTR's temperature for the pointer similarities
     n_objects: int = len(OBJECTS)  # without "no object", which the model adds

@@ -1,7 +1,9 @@
 """HOI encoder, HOTR-style (Kim et al. 2021) as Hoi2Anomaly uses it.
 
 backbone C5 -> 1x1 projection -> transformer encoder (image tokens) -> two parallel decoders:
-- the instance decoder finds boxes and classes (humans are the class "person");
+- the instance decoder finds boxes and classes (humans are the class "person"); its queries are
+  the image tokens that a dense proposal head found most object-like, and it refines their boxes
+  layer by layer (`proposals.py`: two-stage query selection, after Deformable DETR and DINO);
 - the interaction decoder finds actions and, through HOI pointers, *which* instances are the
   subject and the object: each interaction query emits two L2-normalised pointer embeddings that
   are compared, by dot product / tau, with the L2-normalised instance representations.
@@ -19,6 +21,7 @@ from torch import nn
 
 from h2a.export_tools.models.backbone import ResNet
 from h2a.export_tools.models.config import HOIConfig
+from h2a.export_tools.models.proposals import AnchoredDecoder, ProposalHead
 from h2a.export_tools.models.transformer import MLP, EncoderLayer, QueryDecoder, sine_position_embedding
 
 
@@ -33,6 +36,8 @@ class HOIOutput:
     image_tokens: torch.Tensor  # (B, T, d_model), what the caption model looks at
     # (boxes, obj_logits) of each earlier instance-decoder layer; training only, never exported
     aux: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # (boxes (B, T, 4), obj_logits (B, T, C+1)) of the dense proposals; training only
+    proposals: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def as_tuple(self) -> tuple[torch.Tensor, ...]:
         return (
@@ -64,13 +69,13 @@ class HOIEncoder(nn.Module):
             EncoderLayer(d, cfg.n_heads, cfg.dim_ff, cfg.dropout) for _ in range(cfg.enc_layers)
         )
         self.encoder_norm = nn.LayerNorm(d)
-        self.inst_decoder = QueryDecoder(
-            cfg.n_inst_queries, cfg.inst_dec_layers, d, cfg.n_heads, cfg.dim_ff, cfg.dropout
-        )
+        if cfg.n_inst_queries > side * side:
+            raise ValueError(f"n_inst_queries {cfg.n_inst_queries} > {side * side} image tokens to pick from")
+        self.proposals = ProposalHead(d, cfg.n_objects + 1, side, cfg.anchor_size)
+        self.inst_decoder = AnchoredDecoder(cfg.inst_dec_layers, d, cfg.n_heads, cfg.dim_ff, cfg.dropout)
         self.int_decoder = QueryDecoder(
             cfg.n_int_queries, cfg.int_dec_layers, d, cfg.n_heads, cfg.dim_ff, cfg.dropout
         )
-        self.box_head = MLP(d, d, 4, 3)
         self.class_head = nn.Linear(d, cfg.n_objects + 1)
         self.inst_repr = MLP(d, d, d, 2)
         self.action_head = nn.Linear(d, cfg.n_actions)
@@ -87,21 +92,24 @@ class HOIEncoder(nn.Module):
         return self.encoder_norm(tokens)
 
     def forward(self, images: torch.Tensor, aux: bool = False) -> HOIOutput:
-        """`aux=True` (training) also returns boxes and classes of the earlier instance-decoder
-        layers for DETR's auxiliary losses, which speed up box convergence."""
+        """`aux=True` (training) also returns the dense proposals and the boxes and classes of the
+        earlier instance-decoder layers, for the losses that supervise them."""
         tokens = self.encode(images)  # (B, T, D)
-        *earlier, inst = self.inst_decoder.forward_layers(tokens, self.pos, aux)  # each (B, N_inst, D)
+        feats, prop_logits, prop_boxes = self.proposals(tokens)  # (B, T, D), (B, T, C+1), (B, T, 4)
+        content, ref = ProposalHead.select(feats, prop_logits, prop_boxes, self.cfg.n_inst_queries)
+        *earlier, (inst, boxes) = self.inst_decoder(content, ref, tokens, self.pos, aux)  # (B, N_inst, .)
         inter = self.int_decoder(tokens, self.pos)  # (B, N_int, D)
         instances = self.inst_repr(inst)
         tau = self.cfg.pointer_tau
         pooled = torch.cat((tokens.mean(dim=1), inter.max(dim=1).values), dim=-1)  # (B, 2D)
         return HOIOutput(
-            boxes=self.box_head(inst).sigmoid(),
+            boxes=boxes,
             obj_logits=self.class_head(inst),
             act_logits=self.action_head(inter),
             sub_ptr=pointer_logits(self.sub_pointer(inter), instances, tau),
             obj_ptr=pointer_logits(self.obj_pointer(inter), instances, tau),
             anomaly_logits=self.anomaly_head(pooled),
             image_tokens=tokens,
-            aux=[(self.box_head(e).sigmoid(), self.class_head(e)) for e in earlier] if aux else [],
+            aux=[(b, self.class_head(h)) for h, b in earlier],
+            proposals=(prop_boxes, prop_logits) if aux else None,
         )

@@ -3,7 +3,9 @@
 L = L_loc (L1 + GIoU on matched instance boxes) + L_cls (instance classes, "no object" down-weighted)
   + L_act (focal BCE on every interaction query's actions; unmatched queries learn "no action")
   + L_match (pointer cross-entropy: a matched query's pointers must pick the predicted instances
-    its target subject and object were matched to) + L_anomaly (BCE on the image-level types).
+    its target subject and object were matched to) + L_anomaly (BCE on the image-level types)
+  + L_prop (the instance terms on the dense proposals that pick the instance queries, matched on
+    their own as in Deformable DETR's two-stage variant).
 
 Box and pointer terms are normalised by the number of targets across all processes, so DDP gives
 the same gradients as one process with the whole batch (DETR's recipe).
@@ -37,6 +39,7 @@ class LossWeights:
     action: float = 2.0
     pointer: float = 1.0
     anomaly: float = 1.0
+    proposal: float = 1.0  # weight of L_prop against the final layer's instance terms
     no_object: float = 0.1  # weight of the "no object" class in L_cls
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
@@ -100,6 +103,13 @@ class HOILoss:
             loss_bbox = loss_bbox + aux_bbox
             loss_giou = loss_giou + aux_giou
 
+        loss_prop = torch.zeros((), device=device)
+        if out.proposals is not None:
+            boxes, logits = out.proposals
+            prop = match_instances(logits, boxes, targets, self.costs)
+            p_cls, p_bbox, p_giou = self._instance_losses(boxes, logits, targets, prop, n_boxes)
+            loss_prop = self.w.cls * p_cls + self.w.bbox * p_bbox + self.w.giou * p_giou
+
         anomaly_target = torch.stack([t.anomaly for t in targets]).to(device)
         loss_anomaly = F.binary_cross_entropy_with_logits(out.anomaly_logits.float(), anomaly_target)
 
@@ -111,6 +121,7 @@ class HOILoss:
             + w.action * loss_act
             + w.pointer * loss_ptr
             + w.anomaly * loss_anomaly
+            + w.proposal * loss_prop
         )
         parts = {
             "cls": loss_cls,
@@ -119,6 +130,7 @@ class HOILoss:
             "act": loss_act,
             "ptr": loss_ptr,
             "anomaly": loss_anomaly,
+            "prop": loss_prop,
         }
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -138,9 +150,11 @@ class HOILoss:
         )  # (B, N)
         for b, (pi, ti) in enumerate(inst):
             cls_target[b, pi] = targets[b].labels[ti].to(device)
-        loss_cls = F.cross_entropy(
-            logits.flatten(0, 1).float(), cls_target.flatten(), self.class_weight.to(device)
-        )
+        # the weighted mean over every process's queries (F.cross_entropy's own weighted mean
+        # divides by this process's weights only, so DDP's average would not be the whole batch's)
+        weight = self.class_weight.to(device)
+        summed = F.cross_entropy(logits.flatten(0, 1).float(), cls_target.flatten(), weight, reduction="sum")
+        loss_cls = summed / self._global_total(weight[cls_target.flatten()].sum())
         # boxes of matched instances
         pred = torch.cat([boxes[b, pi] for b, (pi, _) in enumerate(inst)]).float()  # (k, 4)
         tgt = torch.cat([targets[b].boxes[ti] for b, (_, ti) in enumerate(inst)]).to(device)
@@ -153,3 +167,8 @@ class HOILoss:
         """Targets over all processes, divided by the world size (DDP averages gradients)."""
         count = all_reduce_sum(torch.tensor(float(local), device=device))
         return (count / world_size()).clamp(min=1.0)
+
+    @staticmethod
+    def _global_total(local: torch.Tensor) -> torch.Tensor:
+        """A sum over all processes, divided by the world size, like `_global_count`."""
+        return (all_reduce_sum(local.detach()) / world_size()).clamp(min=1e-6)

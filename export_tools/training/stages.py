@@ -64,6 +64,7 @@ def _stage_meta(trainer: Trainer, started: float) -> dict[str, Any]:
         "seconds": round(time.time() - started, 1),
         "final_loss": last.get("loss"),
         "world_size": dist.world_size(),
+        "seed": trainer.cfg.seed,
     }
 
 
@@ -103,7 +104,10 @@ def train_hoi(
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         images, targets = batch
-        return loss(model(images.to(device), aux=aux_loss), targets)
+        out = model(images.to(device), aux=True)  # the proposals are always supervised
+        if not aux_loss:
+            out.aux = []
+        return loss(out, targets)
 
     trainer = Trainer(
         "hoi",
