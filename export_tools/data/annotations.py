@@ -151,33 +151,46 @@ def read_hico(
         entries = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: cannot read HICO-DET annotations ({err})") from None
-    records = []
-    for entry in entries:
-        boxes: list[Box] = []
-        labels: list[str] = []
-        remap: dict[int, int] = {}
-        for i, ann in enumerate(entry.get("annotations", [])):
-            name = object_names.get(int(ann["category_id"]))
-            if name is not None:
-                remap[i] = len(boxes)
-                boxes.append(tuple(float(v) for v in ann["bbox"]))  # type: ignore[arg-type]
-                labels.append(name)
-        hois = []
-        for hoi in entry.get("hoi_annotation", []):
-            verb = verb_names.get(int(hoi["category_id"]))
-            s, o = int(hoi["subject_id"]), int(hoi["object_id"])
-            if verb is not None and s in remap and o in remap:
-                hois.append((remap[s], remap[o], verb))
-        records.append(
-            Record(
-                file=image_root / entry["file_name"],
-                width=int(entry.get("width", 0)),
-                height=int(entry.get("height", 0)),
-                split=split,
-                boxes=boxes,
-                labels=labels,
-                hois=hois,
-                anomaly_type=None,
-            )
-        )
-    return records
+    if not isinstance(entries, list):
+        raise InputError(f"{path}: HICO-DET annotations must be a list of images")
+    try:
+        return [_hico_record(entry, image_root, object_names, verb_names, split) for entry in entries]
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{path}: not in HICO-DET's layout ({type(err).__name__}: {err})") from None
+
+
+def _hico_record(
+    entry: dict[str, Any],
+    image_root: Path,
+    object_names: dict[int, str],
+    verb_names: dict[int, str],
+    split: str,
+) -> Record:
+    boxes: list[Box] = []
+    labels: list[str] = []
+    remap: dict[int, int] = {}
+    for i, ann in enumerate(entry.get("annotations", [])):
+        name = object_names.get(int(ann["category_id"]))
+        if name is not None:
+            box = tuple(float(v) for v in ann["bbox"])
+            if len(box) != 4:
+                raise ValueError(f"bbox {ann['bbox']} is not x1, y1, x2, y2")
+            remap[i] = len(boxes)
+            boxes.append(box)  # type: ignore[arg-type]
+            labels.append(name)
+    hois = []
+    for hoi in entry.get("hoi_annotation", []):
+        verb = verb_names.get(int(hoi["category_id"]))
+        s, o = int(hoi["subject_id"]), int(hoi["object_id"])
+        if verb is not None and s in remap and o in remap:
+            hois.append((remap[s], remap[o], verb))
+    return Record(
+        file=image_root / entry["file_name"],
+        width=int(entry.get("width", 0)),
+        height=int(entry.get("height", 0)),
+        split=split,
+        boxes=boxes,
+        labels=labels,
+        hois=hois,
+        anomaly_type=None,
+    )

@@ -13,7 +13,13 @@ import numpy as np
 from tqdm import tqdm
 
 from h2a.export_tools.data.annotations import SPLITS, write_iad
-from h2a.export_tools.data.scenes import ANOMALY_SCENES, NORMAL_SCENES, Scene, SceneGenerator
+from h2a.export_tools.data.scenes import (
+    ANOMALY_SCENES,
+    GENERATOR_VERSION,
+    NORMAL_SCENES,
+    Scene,
+    SceneGenerator,
+)
 from h2a.export_tools.taxonomy import ACTIONS, ANOMALIES, OBJECTS
 from h2a.runtime.cli import run_main
 from h2a.runtime.errors import H2AError, InputError
@@ -67,7 +73,14 @@ def write_images(out: Path, count: int, size: int, seed: int, progress: bool = T
         name = f"images/{index:06d}.jpg"
         cv2.imwrite(str(out / name), scene.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         entries.append(scene_entry(scene, name, split_of(index, count)))
-    return write_iad(out, OBJECTS, ACTIONS, ANOMALIES, entries, {"generator": {"seed": seed, "size": size}})
+    return write_iad(
+        out,
+        OBJECTS,
+        ACTIONS,
+        ANOMALIES,
+        entries,
+        {"generator": {"seed": seed, "size": size, "version": GENERATOR_VERSION}},
+    )
 
 
 def write_videos(
@@ -135,7 +148,8 @@ def write_videos(
             }
         )
     path = out / "videos.json"
-    path.write_text(json.dumps({"format": "h2a-videos", "version": 1, "videos": clips}, indent=1))
+    payload = {"format": "h2a-videos", "version": 1, "generator_version": GENERATOR_VERSION, "videos": clips}
+    path.write_text(json.dumps(payload, indent=1))
     # the same events in seconds of video position, the form edge-tune reads (h2a.runtime.labels)
     (out / LABELS_FILE).write_text(labels_json(timed))
     return path

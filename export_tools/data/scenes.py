@@ -4,6 +4,10 @@ Each scene type stages people and objects so that the *interaction* is what make
 a gun aimed by a person is shooting, the same gun on a table beside a person is not; a person
 lying by a crashed car is a car accident, a person lying on the grass is not. Hard negatives of
 that kind are generated on purpose. Boxes come from the pixels each instance painted.
+
+Normal frames are also made to look like cameras (`camera_effects.py`): some backdrops are real
+photographs, some frames are empty scenes or crowds whose people shrink toward the horizon, and
+some are blurred, noisy, over-compressed or dark.
 """
 
 from __future__ import annotations
@@ -16,11 +20,17 @@ import cv2
 import numpy as np
 
 from h2a.export_tools.captions import Caption, TripletText, compose
+from h2a.export_tools.data.camera_effects import degrade, photo_backdrop
 from h2a.export_tools.data.figures import Figure, draw_object, draw_person
 from h2a.export_tools.taxonomy import ANOMALIES
 
 Color = tuple[int, int, int]
+#: Bumped whenever the same seed draws different scenes: cached data sets of another version are
+#: made again (2: photographic backdrops, crowds, empty scenes, camera degradations).
+GENERATOR_VERSION = 2
 MIN_BOX_SIDE = 3  # pixels; smaller instances (almost fully outside the frame) are dropped
+PHOTO_FRACTION = 0.35  # backdrops that are crops of a real photograph
+DEGRADED_FRACTION = 0.5  # frames that go through camera_effects.degrade
 
 
 @dataclass
@@ -80,6 +90,7 @@ class Canvas:
         return idx
 
     ground: float = 0.0
+    horizon: float = 0.0  # where the ground meets the sky; people farther back stand closer to it
 
 
 def random_color(rng: np.random.Generator, lo: int = 30, hi: int = 230) -> Color:
@@ -102,9 +113,13 @@ class Backgrounds:
             for sigma in (0.8, 1.5, 3.0)
         ]
 
-    def make(self, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    def make(self, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+        """-> image, ground line (where the scene's people stand), horizon; in pixels."""
         s = self.size
         horizon = int(rng.uniform(0.3, 0.55) * s)
+        ground = float(rng.uniform(max(horizon + 0.3 * s, 0.72 * s), 0.95 * s))
+        if rng.random() < PHOTO_FRACTION:
+            return photo_backdrop(s, rng), ground, float(horizon)
         img = np.empty((s, s, 3), np.uint8)
         img[:horizon] = random_color(rng, 120, 250)
         img[horizon:] = random_color(rng, 40, 180)
@@ -115,8 +130,7 @@ class Backgrounds:
         tex = self.textures[int(rng.integers(len(self.textures)))]
         ox, oy = (int(v) for v in rng.integers(0, s, 2))
         noisy = img.astype(np.float32) + tex[oy : oy + s, ox : ox + s, None]
-        ground = float(rng.uniform(max(horizon + 0.3 * s, 0.72 * s), 0.95 * s))
-        return np.clip(noisy, 0, 255).astype(np.uint8), ground
+        return np.clip(noisy, 0, 255).astype(np.uint8), ground, float(horizon)
 
 
 # ---- scene builders: each stages people/objects on the canvas and returns the anomaly type ------
@@ -282,6 +296,30 @@ def scene_explosion(c: Canvas) -> str | None:
     return "explosion"
 
 
+def scene_crowd(c: Canvas) -> str | None:
+    """People walking and standing at every depth: the farther back, the smaller (a camera's
+    perspective); sometimes two of them talk."""
+    depth = max(c.ground - c.horizon, 0.2 * c.size)
+    people = []
+    for _ in range(int(c.rng.integers(3, 8))):
+        feet = float(c.horizon + depth * c.rng.uniform(0.15, 1.0))
+        height = (feet - c.horizon) * float(c.rng.uniform(0.9, 1.2))
+        p, _ = c.person(_x(c, 0.05, 0.95), max(height, 0.08 * c.size), str(c.rng.choice(["walk", "stand"])),
+                        _face(c), ground=feet)  # fmt: skip
+        people.append(p)
+    if c.rng.random() < 0.35:
+        x, h = _x(c, 0.25, 0.6), _h(c, 0.3, 0.42)
+        a, _ = c.person(x, h, "stand", 1)
+        b, _ = c.person(x + h * c.rng.uniform(0.35, 0.5), h * c.rng.uniform(0.9, 1.05), "hold", -1)
+        c.hois += [(a, b, "talk to"), (b, a, "talk to")]
+    return None
+
+
+def scene_empty(c: Canvas) -> str | None:
+    """Nobody there: the backdrop alone, as a camera sees most of the night."""
+    return None
+
+
 NORMAL_SCENES: dict[str, Callable[[Canvas], str | None]] = {
     "phone": scene_phone,
     "bicycle": scene_bicycle,
@@ -292,6 +330,8 @@ NORMAL_SCENES: dict[str, Callable[[Canvas], str | None]] = {
     "weapon_on_table": scene_weapon_on_table,
     "resting": scene_resting,
     "campfire": scene_campfire,
+    "crowd": scene_crowd,
+    "empty": scene_empty,
 }
 ANOMALY_SCENES: dict[str, Callable[[Canvas], str | None]] = {
     "shooting": scene_shooting,
@@ -326,13 +366,13 @@ class SceneGenerator:
                 kind = str(rng.choice(list(NORMAL_SCENES)))
         builder = ANOMALY_SCENES.get(kind) or NORMAL_SCENES[kind]
         bg_rng = rng if background is None else np.random.default_rng((self.seed, background, 1))
-        img, ground = (
+        img, ground, horizon = (
             self.backgrounds.make(bg_rng)
             if clutter
-            else (np.full((self.size,) * 2 + (3,), 128, np.uint8), 0.85 * self.size)
+            else (np.full((self.size,) * 2 + (3,), 128, np.uint8), 0.85 * self.size, 0.4 * self.size)
         )
         canvas = Canvas(img, rng)
-        canvas.ground = ground
+        canvas.ground, canvas.horizon = ground, horizon
         anomaly = builder(canvas)
         if clutter and rng.random() < 0.5:  # a passer-by who interacts with nothing
             canvas.person(
@@ -345,6 +385,8 @@ class SceneGenerator:
         if clutter:
             gain, bias = rng.uniform(0.6, 1.3), rng.uniform(-30, 30)
             cv2.convertScaleAbs(canvas.img, canvas.img, gain, bias)
+            if rng.random() < DEGRADED_FRACTION:
+                canvas.img = degrade(canvas.img, rng)
         return self._finish(canvas, anomaly, kind, index)
 
     def _finish(self, c: Canvas, anomaly: str | None, kind: str, index: int) -> Scene:
