@@ -1,8 +1,9 @@
-"""`edge-tune replay | sweep | calibrate`: thresholds from evidence, for field engineers.
+"""`edge-tune replay | sweep | calibrate | alarms`: thresholds from evidence, for field engineers.
 
     edge-tune replay --engine h2a.plan --source clips/ [--labels labels.json] --out run.scores
     edge-tune sweep --scores run.scores [--config edge.toml] [--target-fa 1] --out report/
     edge-tune calibrate --scores normal.scores --target-fa 0.5 --config edge.toml
+    edge-tune alarms --scores normal.scores [--config edge.toml] [--json alarms.json]
 
 `replay` runs detection once per frame (as `edge-run` would: masks, stride, the same model) and
 caches the scores; a second replay of the same clips with the same bundle and config is instant.
@@ -10,7 +11,8 @@ caches the scores; a second replay of the same clips with the same bundle and co
 minimum-duration settings per type and reports caught and missed events, false alarms per hour
 and the operating point for a target false-alarm rate. `calibrate` chooses per-site thresholds
 from footage known to be normal and writes them into the config, where a running `edge-run`
-picks them up. Needs no torch; plots need matplotlib (`[tune]`).
+picks them up. `alarms` counts the false alarms the config's own thresholds raise on replayed
+footage (all of it normal, except labelled events). Needs no torch; plots need matplotlib (`[tune]`).
 """
 
 from __future__ import annotations
@@ -192,7 +194,45 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     print(f"wrote thresholds into {args.config} (a running edge-run reloads it)")
 
 
+def cmd_alarms(args: argparse.Namespace) -> None:
+    from h2a.edge.sweep import judge, labelled_hours, predict
+
+    cache = ScoreCache.load(args.scores)
+    config = _thresholds(cache, args.config)
+    labels: dict[str, list[LabelledEvent]] = {c.clip: [] for c in cache.clips}  # normal unless labelled
+    labels.update(_labels(cache, args.labels))
+    hours = labelled_hours(cache, labels)
+    names = cache.header.anomalies
+    events = predict(cache, {name: [config.thresholds[name]] for name in names}, config)
+    outcomes = [judge(name, config.thresholds[name], events[name][0], labels, hours) for name in names]
+    total = sum(o.false_alarms for o in outcomes)
+    frames = sum(len(c.positions) for c in cache.clips)
+    print(f"{len(cache.clips)} clips, {frames} frames, {hours:.3f} h; the config's own thresholds:")
+    print(f"  {'type':14s} {'enter':>5s} {'exit':>5s} {'min s':>5s} {'false':>5s} {'per hour':>8s}")
+    for o in outcomes:
+        th = o.setting
+        print(
+            f"  {o.anomaly:14s} {th.enter:5.2f} {th.exit:5.2f} {th.min_duration:5.1f} "
+            f"{o.false_alarms:5d} {o.fa_per_hour:8.2f}"
+        )
+    per_hour = total / hours if hours > 0 else 0.0
+    print(f"  {'all types':14s} {'':17s} {total:5d} {per_hour:8.2f}")
+    if args.json is not None:
+        report = {
+            "clips": len(cache.clips),
+            "frames": frames,
+            "hours": hours,
+            "false_alarms": total,
+            "false_alarms_per_hour": per_hour,
+            "per_type": {
+                o.anomaly: {"false_alarms": o.false_alarms, "per_hour": o.fa_per_hour} for o in outcomes
+            },
+        }
+        args.json.write_text(json.dumps(report, indent=1))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "alarms": cmd_alarms,
     "replay": cmd_replay,
     "sweep": cmd_sweep,
     "calibrate": cmd_calibrate,
@@ -249,7 +289,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-lower", action="store_true", help="let thresholds drop below the configured ones")
     c.add_argument("--json", type=Path, help="write the results here")
     c.add_argument("--dry-run", action="store_true", help="report only; leave the config as it is")
-    for sp in (r, s, c):
+    a = sub.add_parser("alarms", help="false alarms per hour of the config's thresholds on replayed footage")
+    a.add_argument("--scores", type=Path, required=True, help="replayed footage (normal unless labelled)")
+    a.add_argument("--config", type=Path, help="the thresholds to judge (default: the bundle's)")
+    a.add_argument("--labels", type=Path, help="labelled events that are not false alarms")
+    a.add_argument("--json", type=Path, help="write the counts here")
+    for sp in (r, s, c, a):
         sp.add_argument("--quiet", action="store_true")
     return p
 

@@ -223,3 +223,59 @@ def test_edge_train_cli_runs_all_stages_and_reports_errors(small_data: Path, tmp
     (only,) = report.values()
     for key in ("anomaly_auc", "anomaly_type_map", "hoi_role_map", "cider_d", "what_f1", "avg_words"):
         assert key in only
+
+
+def test_distillation_makes_the_student_track_the_teacher() -> None:
+    """The distil stage's loss pulls the student toward the teacher. The teacher learns a rule
+    (each next token is a fixed permutation of the current one); the students see labels that
+    break the rule (random tokens), so only the KL term can teach it. On inputs neither student
+    saw, the one trained with the KL term picks the teacher's greedy token far more often."""
+    from h2a.export_tools.training.caption_loss import distill_loss
+    from h2a.export_tools.training.stages import teacher_config
+
+    torch.manual_seed(0)
+    vocab = 40
+    cfg = make_config("tiny", vocab).caption
+    g = cfg.max_tag_tokens
+    rule = torch.randperm(vocab - 4) + 4  # next token of token t is rule[t - 4]
+
+    def batch(n: int) -> tuple[torch.Tensor, ...]:
+        return (
+            torch.randn(n, cfg.n_image_tokens, cfg.d_image),
+            torch.randint(4, vocab, (n, g)),
+            torch.ones(n, g),
+            torch.rand(n, g, 8),
+            torch.randint(4, vocab, (n, 12)),
+        )
+
+    teacher = CaptionLM(CaptionModel(teacher_config(cfg)))
+    opt = torch.optim.AdamW(teacher.parameters(), lr=3e-3)
+    for _ in range(120):
+        *inputs, tokens = batch(16)
+        loss = lm_loss(teacher(*inputs, tokens), rule[tokens - 4], pad_id=0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    teacher.eval()
+
+    def agreement(alpha: float) -> float:
+        torch.manual_seed(1)
+        student = CaptionLM(CaptionModel(cfg))
+        opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+        for _ in range(120):
+            *inputs, tokens = batch(16)
+            with torch.no_grad():
+                soft = teacher(*inputs, tokens[:, :-1])
+            loss, _, _ = distill_loss(student(*inputs, tokens[:, :-1]), soft, tokens[:, 1:], 0, alpha, 2.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        torch.manual_seed(2)  # the same held-out inputs for both students
+        *inputs, tokens = batch(32)
+        with torch.no_grad():
+            picked = student.eval()(*inputs, tokens[:, :-1]).argmax(-1)
+            wanted = teacher(*inputs, tokens[:, :-1]).argmax(-1)
+        return float((picked == wanted).float().mean())
+
+    distilled, labels_only = agreement(alpha=0.9), agreement(alpha=0.0)
+    assert distilled > 0.7 and distilled > labels_only + 0.4, (distilled, labels_only)

@@ -119,3 +119,30 @@ def test_hoi_encoder_returns_auxiliary_outputs_only_when_asked() -> None:
     assert plain.aux == [] and len(with_aux.aux) == cfg.inst_dec_layers - 1
     assert with_aux.aux[0][0].shape == plain.boxes.shape
     torch.testing.assert_close(plain.boxes, with_aux.boxes)
+
+
+def test_sync_batchnorm_round_trip_keeps_trained_statistics() -> None:
+    """DDP on GPUs trains with SyncBatchNorm; the checkpoint and export must see plain BatchNorm
+    with the same values (PyTorch runs SyncBatchNorm on GPUs only, so CPU runs convert nothing)."""
+    from h2a.export_tools.models import HOIEncoder, make_config
+    from h2a.export_tools.training import distributed as dist
+
+    model = HOIEncoder(make_config("tiny", 50).hoi)
+    assert dist.sync_batchnorm(model, torch.device("cpu")) == 0  # a plain CPU run: untouched
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert n_bn > 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_()
+            m.weight.data.uniform_()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, child in model.named_children():  # what sync_batchnorm does under DDP on CUDA
+        model.add_module(name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == n_bn
+    dist.plain_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value)

@@ -339,3 +339,28 @@ def test_calibrate_on_generated_normal_clips_meets_the_target_on_held_out_parts(
     assert len(results) == 6 and all(r["target_met"] for r in results)
     assert all(r["held_out_fa_per_hour"] == 0 for r in results)
     assert "[anomaly.riot]" in config.read_text() and "wrote thresholds into" in calib.stdout
+
+
+def test_alarms_counts_what_the_configs_thresholds_raise_on_normal_footage(tmp_path: Path) -> None:
+    """Two clips of 60 s: riot crosses 0.5 twice in the normal one; the other clip's fighting
+    event is labelled, so it is not a false alarm, and its riot stays low."""
+    import json
+
+    t = np.arange(60 * FPS) / FPS
+    riot = np.where(((t > 10) & (t < 14)) | ((t > 40) & (t < 45)), 0.9, 0.1)
+    normal = clip_scores("normal", np.stack([np.full(len(t), 0.1), riot], 1))
+    fighting = np.where((t > 20) & (t < 30), 0.9, 0.1)
+    event = clip_scores("event", np.stack([fighting, np.full(len(t), 0.1)], 1))
+    header = dataclasses.replace(make_cache([]).header, labels={"event": [("fighting", 20.0, 30.0)]})
+    cache = ScoreCache(header, [normal, event])
+    path = tmp_path / "run.scores"
+    cache.save(path)
+    out = tmp_path / "alarms.json"
+    result = run_cli("h2a.edge.tune_cli", "alarms", "--scores", str(path), "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["per_type"]["riot"]["false_alarms"] == 2
+    assert report["per_type"]["fighting"]["false_alarms"] == 0  # the labelled event
+    assert report["hours"] == pytest.approx(120 / 3600, rel=0.02)
+    assert report["false_alarms_per_hour"] == pytest.approx(2 / report["hours"])
+    assert "all types" in result.stdout

@@ -90,6 +90,8 @@ def evaluate_engine(
                 field_f1[f].append(token_f1(getattr(explanation.fields, f), rec.caption[f]))
     scores, labels = np.asarray(type_scores), np.asarray(type_labels)
     type_map, type_aps = anomaly_type_map(scores, labels)
+    enter = np.array([engine.manifest.thresholds.anomaly[a] for a in anomalies])  # (K,)
+    normal = labels.max(1) == 0  # (n,)
     role_map, role_aps = hoi_role_map(preds, gts)
     report: dict[str, Any] = {
         "split": split,
@@ -99,6 +101,9 @@ def evaluate_engine(
         "anomaly_type_ap": dict(zip(anomalies, type_aps, strict=True)),
         "hoi_role_map": role_map,
         "hoi_role_ap": role_aps,
+        # normal frames on which some type reaches the bundle's enter threshold: what would open
+        # an event if the frame stayed on screen
+        "normal_false_positive_rate": float((scores[normal] >= enter).any(1).mean()) if normal.any() else 0.0,
         "detect_ms": 1000 * detect_s / len(records),
     }
     if candidates:
@@ -145,6 +150,7 @@ SUMMARY_KEYS = (
     "anomaly_auc",
     "anomaly_type_map",
     "hoi_role_map",
+    "normal_false_positive_rate",
     "cider_d",
     "what_f1",
     "who_f1",

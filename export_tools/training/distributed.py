@@ -58,3 +58,34 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
     dist.all_reduce(t)
     return {k: float(v) / world_size() for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> int:
+    """Under DDP on GPUs, make trainable BatchNorm layers share batch statistics across processes,
+    so that N processes with batch B/N train like one process with batch B. Converted in place;
+    returns how many layers were converted. PyTorch's SyncBatchNorm runs on GPUs only, so CPU
+    (gloo) runs keep per-process statistics. Frozen BatchNorm is not a BatchNorm and is left."""
+    if not is_distributed() or device.type != "cuda":
+        return 0
+    count = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    for name, child in model.named_children():
+        model.add_module(name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return count
+
+
+def plain_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Undo `sync_batchnorm` (in place below `module`): checkpoints and ONNX export see the
+    ordinary BatchNorm2d with the trained parameters and running statistics."""
+    if isinstance(module, torch.nn.SyncBatchNorm):
+        plain = torch.nn.BatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        state = module.state_dict()
+        plain.load_state_dict(state)
+        plain.train(module.training)
+        if state:
+            plain.to(next(iter(state.values())).device)
+        return plain
+    for name, child in module.named_children():
+        module.add_module(name, plain_batchnorm(child))
+    return module

@@ -85,6 +85,7 @@ class Trainer:
     ) -> None:
         self.stage, self.cfg, self.out_dir, self.device = stage, cfg, out_dir, device
         self.model = model.to(device)
+        self.synced_bn = dist.sync_batchnorm(self.model, device)
         self.step_fn = step_fn
         world = dist.world_size()
         if cfg.batch_size % world:
@@ -197,6 +198,8 @@ class Trainer:
             bar.close()
             if handle is not None:
                 handle.close()
+            if self.synced_bn:
+                dist.plain_batchnorm(self.model)
         return self.history
 
     def _train_step(self, batch: Any) -> dict[str, float]:
