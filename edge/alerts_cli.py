@@ -1,6 +1,7 @@
-"""`edge-alerts --alerts DIR list|show ID|label ID true|false|export --jsonl FILE|serve`: look at
-alerts on the device, and mark them true or false alarms (evidence `edge-tune sweep --alerts`
-reads), in the terminal or on the review page (`serve`)."""
+"""`edge-alerts --alerts DIR list|show ID|label ID true|false|export --jsonl FILE|serve|health`:
+look at alerts on the device, and mark them true or false alarms (evidence `edge-tune sweep
+--alerts` reads), in the terminal or on the review page (`serve`); `health` answers a container's
+health check from the running edge-run's status file."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 
 from h2a.edge.alert_store import AlertStore
 from h2a.edge.alerts import LABELS, Alert
+from h2a.edge.health import DEFAULT_MAX_FRAME_AGE_S, check_health
 from h2a.runtime.cli import run_main
-from h2a.runtime.errors import InputError
+from h2a.runtime.errors import EXIT_FAILURE, EXIT_OK, InputError
 
 
 def _when(t: float | None) -> str:
@@ -82,8 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--reports", type=Path, help="where edge-tune sweep reports are (default DIR/reports)")
     serve.add_argument("--token-file", type=Path, help="the access token's file (default DIR/review.token)")
     serve.add_argument("--require-token", action="store_true", help="ask for the token on loopback too")
+    health = sub.add_parser("health", help="exit 0 if edge-run runs and sees frames, else 1 (health checks)")
+    health.add_argument(
+        "--max-frame-age", type=float, default=DEFAULT_MAX_FRAME_AGE_S,
+        help=f"seconds without a frame that count as unhealthy (default {DEFAULT_MAX_FRAME_AGE_S:.0f})",
+    )  # fmt: skip
     args = p.parse_args(argv)
     return run_main("edge-alerts", lambda: COMMANDS[args.command](args))
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    result = check_health(args.alerts, args.max_frame_age)
+    print(result.line)
+    return EXIT_OK if result.healthy else EXIT_FAILURE
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -128,7 +141,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(ServeOptions(args.alerts, args.host, args.port, args.reports, args.token_file, args.require_token))
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
+    "health": cmd_health,
     "list": cmd_list,
     "label": cmd_label,
     "show": cmd_show,

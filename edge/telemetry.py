@@ -50,6 +50,7 @@ class Stats:
         self._lock = threading.Lock()
         self.latency: dict[str, deque[float]] = {}
         self.counters: dict[str, int] = {}
+        self.touched: dict[str, float] = {}  # counter -> wall-clock time of its last count
         self.started = time.monotonic()
 
     def time(self, stage: str, seconds: float) -> None:
@@ -59,6 +60,7 @@ class Stats:
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.counters[name] = self.counters.get(name, 0) + n
+            self.touched[name] = time.time()
 
     def get(self, name: str) -> int:
         with self._lock:
@@ -76,7 +78,9 @@ class Stats:
         elapsed = max(1e-9, time.monotonic() - self.started)
         with self._lock:
             counters = dict(self.counters)
+            last_frame = self.touched.get("frames_processed")
         out: dict[str, object] = {"fps": counters.get("frames_processed", 0) / elapsed, **counters}
+        out["last_frame_at"] = last_frame  # wall clock; None before the first frame
         for stage, (p50, p95) in self.percentiles().items():
             out[f"{stage}_p50_ms"], out[f"{stage}_p95_ms"] = p50, p95
         return out

@@ -96,5 +96,5 @@ def test_readme_table_comes_from_the_runs_files(tmp_path: Path) -> None:
 
 
 def test_a_folder_without_eval_json_is_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="eval.json: not found"):
+    with pytest.raises(InputError, match=r"eval\.json: not found"):
         run_values(tmp_path)
