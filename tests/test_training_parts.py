@@ -132,7 +132,7 @@ def test_sync_batchnorm_round_trip_keeps_trained_statistics() -> None:
     n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert n_bn > 0
     for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
+        if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None:
             m.running_mean.uniform_()
             m.weight.data.uniform_()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -176,7 +176,7 @@ def _hico_record(
             if len(box) != 4:
                 raise ValueError(f"bbox {ann['bbox']} is not x1, y1, x2, y2")
             remap[i] = len(boxes)
-            boxes.append(box)  # type: ignore[arg-type]
+            boxes.append(box)
             labels.append(name)
     hois = []
     for hoi in entry.get("hoi_annotation", []):

@@ -85,6 +85,7 @@ def degrade(image: np.ndarray, rng: np.random.Generator, how: Degradations = Deg
     if rng.random() < how.jpeg:
         quality = int(rng.integers(how.jpeg_quality[0], how.jpeg_quality[1] + 1))
         ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok:
-            out = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            out = decoded
     return np.ascontiguousarray(out)
