@@ -47,14 +47,14 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, extra: dict[str, Any] | 
     tmp.replace(path)
 
 
-def _payload(path: str | Path) -> dict[str, Any]:
+def _payload(path: str | Path, any_version: bool = False) -> dict[str, Any]:
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises pickle, zip and runtime errors for a damaged file
         raise InputError(f"{path}: cannot be read as a checkpoint ({type(err).__name__})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("version"), int):
         raise InputError(f"{path}: not a Hoi2Anomaly Edge checkpoint")
-    if payload["version"] != CHECKPOINT_VERSION:
+    if payload["version"] != CHECKPOINT_VERSION and not any_version:
         raise InputError(
             f"{path}: a version {payload['version']} checkpoint; this release reads version "
             f"{CHECKPOINT_VERSION} (its model changed): train again"
@@ -63,8 +63,9 @@ def _payload(path: str | Path) -> dict[str, Any]:
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's metadata (stages, seeds, seconds) without building its models."""
-    meta: dict[str, Any] = _payload(path).get("meta", {})
+    """The checkpoint's metadata (stages, seeds, seconds) without building its models; older
+    checkpoint versions are read too (their metadata has the same form)."""
+    meta: dict[str, Any] = _payload(path, any_version=True).get("meta", {})
     return meta
 
 

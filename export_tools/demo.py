@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from h2a.export_tools.checkpoint import read_meta
+from h2a.export_tools.checkpoint import load_checkpoint, read_meta
 from h2a.export_tools.data.scenes import GENERATOR_VERSION
 from h2a.export_tools.demo_check import check_clips, summary
 from h2a.runtime.bundle import load_bundle
@@ -58,7 +58,8 @@ def stages_done(model_dir: Path, data: Path, seed: int) -> set[str]:
         return set()
     try:
         meta = read_meta(path)
-    except InputError as err:  # e.g. a checkpoint of an older model: train again
+        load_checkpoint(path)  # a checkpoint of an older model (version) does not load: train again
+    except InputError as err:
         print(f"   {err}")
         return set()
     if meta.get("data_sha256") != hashlib.sha256((data / "annotations.json").read_bytes()).hexdigest():

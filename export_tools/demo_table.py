@@ -52,7 +52,10 @@ def run_values(folder: Path) -> dict[str, Any]:
     path = folder / "eval.json"
     if not path.is_file():
         raise InputError(f"{path}: not found; is {folder} a finished demo run?")
-    values: dict[str, Any] = dict(json.loads(path.read_text()))
+    reports = json.loads(path.read_text())  # edge-eval writes {name: report}, one per evaluated model
+    if not isinstance(reports, dict) or len(reports) != 1:
+        raise InputError(f"{path}: expected the report of one model, as the demo's edge-eval writes it")
+    values: dict[str, Any] = dict(next(iter(reports.values())))
     gate = folder / "int8_report.json"
     if gate.is_file():
         report = json.loads(gate.read_text())
@@ -74,7 +77,8 @@ def run_values(folder: Path) -> dict[str, Any]:
 
 def table(runs: list[dict[str, Any]]) -> str:
     seeds = ", ".join(str(r.get("seed", "?")) for r in runs)
-    head = f"| | mean | range over {len(runs)} seeds | per seed ({seeds}) | aim |"
+    plural = "s" if len(runs) != 1 else ""
+    head = f"| | mean | range over {len(runs)} seed{plural} | per seed ({seeds}) | aim |"
     rows = [head, "|---|---|---|---|---|"]
     for m in METRICS:
         values = [float(r[m.key]) for r in runs if isinstance(r.get(m.key), int | float)]

@@ -72,7 +72,8 @@ def test_alerts_from_other_sources_are_false_alarms() -> None:
 
 def _run(folder: Path, auc: float, role: float, per_hour: float) -> Path:
     folder.mkdir()
-    (folder / "eval.json").write_text(json.dumps({"anomaly_auc": auc, "hoi_role_map": role, "cider_d": 5.0}))
+    report = {"anomaly_auc": auc, "hoi_role_map": role, "cider_d": 5.0}
+    (folder / "eval.json").write_text(json.dumps({"model.pt (checkpoint)": report}))  # as edge-eval writes it
     (folder / "int8_report.json").write_text(
         json.dumps({"passed": True, "deltas": {"caption_token_agreement": 0.95}})
     )
