@@ -54,15 +54,15 @@ class Degradations:
     """How often each degradation hits a frame, and how hard."""
 
     blur: float = 0.2  # defocus: Gaussian, sigma up to blur_sigma
-    blur_sigma: float = 1.6
+    blur_sigma: float = 1.2
     motion: float = 0.15  # a horizontal or vertical smear of up to motion_px pixels
-    motion_px: int = 7
+    motion_px: int = 5
     noise: float = 0.3  # sensor noise, sigma up to noise_sigma grey levels
-    noise_sigma: float = 12.0
+    noise_sigma: float = 8.0
     jpeg: float = 0.3  # re-encoded at a quality between jpeg_quality[0] and [1]
-    jpeg_quality: tuple[int, int] = (15, 50)
+    jpeg_quality: tuple[int, int] = (30, 70)
     low_light: float = 0.15  # darkened to low_light_gain of its level, with amplified noise
-    low_light_gain: tuple[float, float] = (0.2, 0.5)
+    low_light_gain: tuple[float, float] = (0.35, 0.6)
 
 
 def degrade(image: np.ndarray, rng: np.random.Generator, how: Degradations = Degradations()) -> np.ndarray:

@@ -26,11 +26,11 @@ from h2a.export_tools.taxonomy import ANOMALIES
 
 Color = tuple[int, int, int]
 #: Bumped whenever the same seed draws different scenes: cached data sets of another version are
-#: made again (2: photographic backdrops, crowds, empty scenes, camera degradations).
-GENERATOR_VERSION = 2
+#: made again (2: photographic backdrops, crowds, empty scenes, camera degradations; 3: milder).
+GENERATOR_VERSION = 3
 MIN_BOX_SIDE = 3  # pixels; smaller instances (almost fully outside the frame) are dropped
-PHOTO_FRACTION = 0.35  # backdrops that are crops of a real photograph
-DEGRADED_FRACTION = 0.5  # frames that go through camera_effects.degrade
+PHOTO_FRACTION = 0.25  # backdrops that are crops of a real photograph
+DEGRADED_FRACTION = 0.3  # frames that go through camera_effects.degrade
 
 
 @dataclass
