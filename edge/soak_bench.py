@@ -165,7 +165,9 @@ def soak(
     warm_t = max(sorted(status_times)[1] if len(status_times) > 1 else started, started + WARM_UP * seconds)
     window = max(3, len(samples) // 20)  # 5% of the samples, so one sample's noise decides nothing
     first = next((i for i, s in enumerate(samples) if s.t >= warm_t), len(samples) - 2 * window)
-    head, tail = samples[first : first + window], samples[-window:]
+    # the end: before edge-run's last status line, so its shutdown (threads joined) is not counted
+    running = [s for s in samples if s.t <= max(status_times, default=samples[-1].t)] or samples
+    head, tail = samples[first : first + window], running[-window:]
     # memory: peak against peak; threads and descriptors: the fewest at the end against the most
     # at warm-up, so a file open for a moment (a snapshot being written) is not a leak
     warm = Sample(
