@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from h2a.export_tools.checkpoint import load_checkpoint, read_meta
+from h2a.export_tools.checkpoint import load_checkpoint
 from h2a.export_tools.data.scenes import GENERATOR_VERSION
 from h2a.export_tools.demo_check import check_clips, summary
 from h2a.runtime.bundle import load_bundle
@@ -56,9 +56,8 @@ def stages_done(model_dir: Path, data: Path, seed: int) -> set[str]:
     path = model_dir / "model.pt"
     if not path.is_file():
         return set()
-    try:
-        meta = read_meta(path)
-        load_checkpoint(path)  # a checkpoint of an older model (version) does not load: train again
+    try:  # a checkpoint of an older model (version) does not load: train again
+        meta = load_checkpoint(path)[0].meta
     except InputError as err:
         print(f"   {err}")
         return set()
@@ -187,25 +186,31 @@ def stored_alerts(alerts: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
+def render_clips(title: str, folder: Path, count: int, seed: int, *extra: str) -> None:
+    """`edge-datagen --video` into `folder`, unless this generator version already made it."""
+    if current_data(folder / "videos.json", ("generator_version",)):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    run(
+        title,
+        "h2a.export_tools.data.generate",
+        "--out",
+        str(folder),
+        "--video",
+        *extra,
+        "--count",
+        str(count),
+        "--seed",
+        str(seed),
+        "--quiet",
+    )
+
+
 def false_alarms(bundle: Path, out: Path) -> dict[str, Any]:
     """Alerts the bundle would raise on normal clips it never saw (another seed, so other
     scenes, backdrops and degradations), counted by `edge-tune alarms`."""
     normal, scores, report = out / "normal-heldout", out / "normal.scores", out / "alarms.json"
-    if not current_data(normal / "videos.json", ("generator_version",)):
-        shutil.rmtree(normal, ignore_errors=True)
-        run(
-            "render held-out normal clips",
-            "h2a.export_tools.data.generate",
-            "--out",
-            str(normal),
-            "--video",
-            "--normal-only",
-            "--count",
-            str(NORMAL_CLIPS),
-            "--seed",
-            str(NORMAL_SEED),
-            "--quiet",
-        )
+    render_clips("render held-out normal clips", normal, NORMAL_CLIPS, NORMAL_SEED, "--normal-only")
     run(
         "edge-tune replay on them (cached per bundle)",
         "h2a.edge.tune_cli",
@@ -272,20 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             str(fp32),
         )
     passed = int8(data, fp32, args.bundle, args.out)
-    if not current_data(videos / "videos.json", ("generator_version",)):
-        shutil.rmtree(videos, ignore_errors=True)
-        run(
-            "render demo videos",
-            "h2a.export_tools.data.generate",
-            "--out",
-            str(videos),
-            "--video",
-            "--count",
-            str(VIDEO_COUNT),
-            "--seed",
-            "1",
-            "--quiet",
-        )
+    render_clips("render demo videos", videos, VIDEO_COUNT, 1)
     alerts = args.out / "alerts"
     shutil.rmtree(alerts, ignore_errors=True)
     for clip in sorted((videos / "videos").glob("*.mp4")):
