@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools>=68"
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[cpu,export,dev,tune]"
+	$(PY) -m pip install -q -e ".[cpu,export,dev,tune,openvino]"
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -2,7 +2,7 @@
 
     edge-calibrate collect (--images DIR | --source VIDEO | --camera N) --frames N --out calib.npz
     edge-calibrate quantize --engine fp32.plan --calib calib.npz --target cpu|tensorrt --out int8.plan
-    edge-calibrate report --fp32 A.plan --int8 B.plan --data DIR [--json FILE]
+    edge-calibrate report --fp32 A.plan (--int8 B.plan | --openvino-bf16) --data DIR [--json FILE]
 
 `collect` runs anywhere OpenCV does (on site, on the device). `quantize` writes the INT8 bundle
 only when every graph fits its error budget on held-out frames. `report` is the accuracy gate on
@@ -31,13 +31,18 @@ from h2a.calibration.options import CALIBRATION_METHOD_NAMES, DEFAULT_BUDGETS, G
 from h2a.runtime.bundle import Bundle, load_bundle
 from h2a.runtime.bundle_writer import write_bundle
 from h2a.runtime.cli import require, run_main
-from h2a.runtime.engine import Engine
+from h2a.runtime.engine import BackendOptions, Engine
 from h2a.runtime.errors import EXIT_USAGE, H2AError
 from h2a.runtime.preprocess import PAD_VALUE
 
 DEFAULT_SIZE = 512
+#: Seconds the float-fallback search may take before it keeps the best fit so far.
+DEFAULT_TIME_BUDGET = 600.0
 #: Labelled images on which the gate also compares the INT8 `hoi` graph's raw outputs with FP32.
 GRAPH_CHECK_IMAGES = 50
+
+
+ORT = BackendOptions("onnxruntime")
 
 
 class GateFailed(H2AError):
@@ -79,9 +84,19 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     calib = calib_set.load(args.calib)
     budgets = {g: getattr(args, f"budget_{g}") for g in GRAPHS}
     say = (lambda _: None) if args.quiet else (lambda line: tqdm.write(line))
-    q = quantize_graphs(bundle, calib, args.target, args.method, budgets, say)
+    q = quantize_graphs(
+        bundle,
+        calib,
+        args.target,
+        args.method,
+        budgets,
+        say,
+        args.time_budget,
+        args.fixed_recipe,
+        not args.quiet,
+    )
     failed = q.failed()
-    if failed and not args.allow_fp32_fallback:
+    if failed and not args.allow_fp32_fallback and not args.fixed_recipe:
         tried = "; ".join(
             f"{g}: " + ", ".join(f"{a.recipe} error {a.error:.3f}" for a in q.results[g].attempts)
             for g in failed
@@ -92,7 +107,9 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         )
     members = {**q.graphs, bundle.manifest.tokenizer: bundle.member(bundle.manifest.tokenizer)}
     manifest = write_bundle(args.out, q.manifest, members)
-    held_out = compare_engines(Engine(bundle), Engine(load_bundle(args.out)), q.held_out)
+    held_out = compare_engines(
+        Engine(bundle, options=ORT), Engine(load_bundle(args.out), options=ORT), q.held_out
+    )
     calibration = {**manifest.provenance["calibration"], "held_out": held_out}
     manifest = dataclasses.replace(manifest, provenance={**manifest.provenance, "calibration": calibration})
     write_bundle(args.out, manifest, members)
@@ -122,24 +139,30 @@ def cmd_report(args: argparse.Namespace) -> None:
     import cv2
 
     require("sklearn", "export", "edge-calibrate report")
-    from h2a.calibration.quantize_bundle import graph_output_errors
+    from h2a.calibration.quantize_bundle import engine_output_error
     from h2a.export_tools.data.annotations import read_iad
     from h2a.export_tools.evaluation.evaluate import evaluate_engine, markdown
 
     data = read_iad(args.data)
-    fp32, int8 = load_bundle(args.fp32), load_bundle(args.int8)
-    reports: dict[str, dict[str, Any]] = {}
-    for label, bundle in (("fp32", fp32), ("int8", int8)):
-        reports[label] = evaluate_engine(Engine(bundle), data, args.split, not args.quiet, True, True)
+    fp32 = load_bundle(args.fp32)
+    if args.openvino_bf16:  # the same FP32 bundle, computed in bf16 by OpenVINO
+        candidate, label, options = fp32, "openvino_bf16", BackendOptions("openvino", "bf16")
+    else:
+        candidate, label, options = load_bundle(args.int8), "int8", BackendOptions(args.backend)
+    engines = {"fp32": Engine(fp32, options=ORT), label: Engine(candidate, options=options)}
+    reports: dict[str, dict[str, Any]] = {
+        name: evaluate_engine(engine, data, args.split, not args.quiet, True, True)
+        for name, engine in engines.items()
+    }
     agreement = token_agreement(
-        reports["fp32"].pop("caption_tokens", []), reports["int8"].pop("caption_tokens", [])
+        reports["fp32"].pop("caption_tokens", []), reports[label].pop("caption_tokens", [])
     )
     budget = Budget(args.max_auc_drop, args.max_map_drop, args.min_token_agreement)
     records = data.split(args.split)[:GRAPH_CHECK_IMAGES]
     frames = [f for f in (cv2.imread(str(r.file), cv2.IMREAD_COLOR) for r in records) if f is not None]
-    errors = graph_output_errors(fp32, int8, frames)
-    graph_errors = {"hoi": (errors["hoi"], _hoi_budget(int8))}
-    verdict = judge(reports["fp32"], reports["int8"], agreement, budget, graph_errors)
+    error = engine_output_error(engines["fp32"], engines[label], frames)
+    hoi_budget = _hoi_budget(candidate) if args.max_hoi_error is None else args.max_hoi_error
+    verdict = judge(reports["fp32"], reports[label], agreement, budget, {"hoi": (error, hoi_budget)})
     table = markdown(reports) + f"\n| caption_token_agreement | - | {agreement:.4f} | |"
     print(table)
     result = {"reports": reports, "budget": vars(budget), **dataclasses.asdict(verdict)}
@@ -147,10 +170,21 @@ def cmd_report(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(result, indent=2))
     if args.markdown:
         args.markdown.write_text(table + "\n")
+    gate = {
+        "passed": verdict.passed,
+        "data": str(args.data),
+        "split": args.split,
+        "deltas": verdict.deltas,
+        "budget": vars(budget),
+        "backend": engines[label].backend,
+    }
+    if args.openvino_bf16:
+        _record_bf16_gate(fp32, gate, verdict.failures)
+        return
     if not verdict.passed:
         rejected = args.int8.with_name(args.int8.name + ".rejected")
         args.int8.replace(rejected)
-        graphs = (int8.manifest.provenance.get("calibration") or {}).get("graphs", {})
+        graphs = (candidate.manifest.provenance.get("calibration") or {}).get("graphs", {})
         tried = "; ".join(
             f"{g}: " + ", ".join(f"{a['recipe']} (error {a['error']:.3f})" for a in r.get("attempts", []))
             for g, r in graphs.items()
@@ -158,19 +192,29 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise GateFailed(
             f"INT8 bundle refused: {'; '.join(verdict.failures)}. Tried: {tried}. Moved to {rejected}"
         )
-    gate = {
-        "passed": True,
-        "data": str(args.data),
-        "split": args.split,
-        "deltas": verdict.deltas,
-        "budget": vars(budget),
-    }
-    manifest = dataclasses.replace(
-        int8.manifest, provenance={**int8.manifest.provenance, "accuracy_gate": gate}
-    )
-    members = {name: int8.member(name) for name in int8.manifest.members}
-    write_bundle(args.int8, manifest, members)
+    _rewrite_provenance(candidate, {"accuracy_gate": gate})
     print(f"gate passed: deltas written into {args.int8}'s manifest")
+
+
+def _record_bf16_gate(bundle: Bundle, gate: dict[str, Any], failures: list[str]) -> None:
+    """The verdict goes into the FP32 bundle either way: `--precision auto` reads it (bf16 only
+    after a pass). A refusal leaves the bundle usable in f32, so nothing is renamed."""
+    from h2a.runtime.backends.openvino_backend import version
+
+    openvino = {
+        **(bundle.manifest.provenance.get("openvino") or {}),
+        "bf16_gate": {**gate, "openvino": version()},
+    }
+    _rewrite_provenance(bundle, {"openvino": openvino})
+    if failures:
+        raise GateFailed(f"OpenVINO bf16 refused for {bundle.path}: {'; '.join(failures)} (it runs in f32)")
+    print(f"gate passed: OpenVINO bf16 recorded in {bundle.path}'s manifest (--precision auto uses it)")
+
+
+def _rewrite_provenance(bundle: Bundle, update: dict[str, Any]) -> None:
+    manifest = dataclasses.replace(bundle.manifest, provenance={**bundle.manifest.provenance, **update})
+    members = {name: bundle.member(name) for name in bundle.manifest.members}
+    write_bundle(bundle.path, manifest, members)
 
 
 def _hoi_budget(bundle: Bundle) -> float:
@@ -211,9 +255,35 @@ def parser() -> argparse.ArgumentParser:
             help=f"output error budget of {g} ({DEFAULT_BUDGETS[g]})",
         )
     q.add_argument("--allow-fp32-fallback", action="store_true", help="keep over-budget graphs in FP32")
+    q.add_argument(
+        "--time-budget",
+        type=float,
+        default=DEFAULT_TIME_BUDGET,
+        metavar="SECONDS",
+        help="seconds for the float-fallback search; then the best fit so far is kept "
+        f"({DEFAULT_TIME_BUDGET:.0f})",
+    )
+    q.add_argument(
+        "--fixed-recipe",
+        action="store_true",
+        help="no search: every graph quantized whole by the target's first recipe, whatever its error "
+        "(speed figures on random weights; never deploy it)",
+    )
     r = sub.add_parser("report", help="FP32 vs INT8 on labelled data; the accuracy gate")
     r.add_argument("--fp32", type=Path, required=True)
-    r.add_argument("--int8", type=Path, required=True)
+    candidate = r.add_mutually_exclusive_group(required=True)
+    candidate.add_argument("--int8", type=Path, help="the INT8 bundle made from --fp32")
+    candidate.add_argument(
+        "--openvino-bf16",
+        action="store_true",
+        help="gate --fp32 itself computed in bf16 by OpenVINO; the verdict is written into its manifest",
+    )
+    r.add_argument(
+        "--backend",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="what runs the INT8 bundle (default onnxruntime; FP32 always runs on ONNX Runtime)",
+    )
     r.add_argument("--data", type=Path, required=True, help="IAD-Hoi data set folder")
     r.add_argument("--split", default="test", choices=("train", "val", "test"))
     r.add_argument("--json", type=Path)
@@ -222,6 +292,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-auc-drop", type=float, default=budget.auc_drop)
     r.add_argument("--max-map-drop", type=float, default=budget.map_drop)
     r.add_argument("--min-token-agreement", type=float, default=budget.token_agreement)
+    r.add_argument(
+        "--max-hoi-error",
+        type=float,
+        help="budget of hoi's output error on the data (default: the one quantize used, else "
+        f"{DEFAULT_BUDGETS['hoi']})",
+    )
     for s in (c, q, r):
         s.add_argument("--quiet", action="store_true")
     return p

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +22,25 @@ import numpy as np
 from h2a.calibration.calib_set import CalibrationError, CalibrationSet
 from h2a.calibration.gate import token_agreement
 from h2a.calibration.options import DEFAULT_BUDGETS, GRAPHS
-from h2a.calibration.qdq import RECIPES, GraphQuantizer
-from h2a.calibration.sensitivity import GraphResult, Threading, search_graph
-from h2a.calibration.traces import record_feeds
+from h2a.calibration.qdq import RECIPES, GraphQuantizer, Recipe
+from h2a.calibration.sensitivity import (
+    Attempt,
+    GraphResult,
+    SearchClock,
+    Threading,
+    latency_ms,
+    output_error,
+    search_graph,
+    session,
+)
+from h2a.calibration.traces import Feed, record_feeds
 from h2a.runtime.bundle import Bundle
-from h2a.runtime.engine import CAPTION_THREADS, Engine
+from h2a.runtime.engine import CAPTION_THREADS, BackendOptions, Engine
 from h2a.runtime.manifest import GraphEntry, Manifest
 from h2a.runtime.preprocess import letterbox_geometry
 
 HELD_OUT_EVERY = 4
+ORT = BackendOptions("onnxruntime")
 MIN_FRAMES = 8
 #: Each graph is timed as `Engine` runs it by default (an INT8 `hoi` spins: see `hoi_spins`).
 RUNTIME_THREADING = {
@@ -60,7 +71,14 @@ def quantize_graphs(
     method: str,
     budgets: dict[str, float] | None = None,
     say: Callable[[str], None] = print,
+    time_budget: float | None = None,
+    fixed: bool = False,
+    progress: bool = False,
 ) -> QuantizedBundle:
+    """`time_budget`: seconds for the whole search (graphs after it is spent get their whole-graph
+    recipes tried, no float fallback); `fixed`: every graph takes its target's first recipe whole,
+    within budget or not — the fixed all-INT8 recipe that speed figures on random weights use
+    (their accuracy means nothing; the manifest says `search: fixed`)."""
     m = bundle.manifest
     if m.backend != "onnxruntime" or any(g.precision != "fp32" for g in m.graphs.values()):
         raise CalibrationError(f"{bundle.path}: quantize needs an FP32 ONNX bundle (from edge-export)")
@@ -68,23 +86,30 @@ def quantize_graphs(
         raise CalibrationError(f"the calibration set has {len(calib)} frames; collect at least {MIN_FRAMES}")
     budgets = {**DEFAULT_BUDGETS, **(budgets or {})}
     cal, held = calib.split(HELD_OUT_EVERY)
-    engine = Engine(bundle)
+    engine = Engine(bundle, options=ORT)  # the search measures on ONNX Runtime (sensitivity.py)
     say(f"recording graph inputs on {len(cal)} calibration + {len(held)} held-out frames ...")
     feeds = record_feeds(engine, cal, STEP_STRIDE)
     held_feeds = record_feeds(engine, held, STEP_STRIDE)
     results: dict[str, GraphResult] = {}
+    clock = SearchClock(time_budget)
     graphs: dict[str, bytes] = {}
     entries: dict[str, GraphEntry] = {}
     with tempfile.TemporaryDirectory(prefix="h2a-quant-") as tmp:
         for name in GRAPHS:
             quantizer = GraphQuantizer(bundle.graph_bytes(name), target, method, Path(tmp), name)
-            recipes = RECIPES[target][name]
+            recipes = RECIPES[target][name][:1] if fixed else RECIPES[target][name]
             if any(r.static_ops for r in recipes):
                 say(f"{name}: calibrating ranges ({method}) on {len(feeds[name])} inputs ...")
                 quantizer.compute_ranges(feeds[name])
-            result = search_graph(
-                quantizer, recipes, held_feeds[name], budgets[name], RUNTIME_THREADING[name], say=say
-            )
+            if fixed:
+                result = fixed_recipe(
+                    quantizer, recipes, held_feeds[name], budgets[name], RUNTIME_THREADING[name]
+                )
+            else:
+                result = search_graph(
+                    quantizer, recipes, held_feeds[name], budgets[name], RUNTIME_THREADING[name], say=say,
+                    clock=clock, progress=progress,
+                )  # fmt: skip
             results[name] = result
             member = m.graphs[name].member
             if result.chosen is None or result.model is None:
@@ -105,6 +130,8 @@ def quantize_graphs(
         "calibration": {
             "target": target,
             "method": method,
+            "search": "fixed" if fixed else "sensitivity",
+            "search_s": time.monotonic() - clock.started,
             "calibration_set_sha256": calib.sha256,
             "frames": len(cal),
             "held_out_frames": len(held),
@@ -113,6 +140,28 @@ def quantize_graphs(
     }
     manifest = dataclasses.replace(m, graphs=entries, provenance=provenance, members={})
     return QuantizedBundle(manifest, graphs, results, held)
+
+
+def fixed_recipe(
+    quantizer: GraphQuantizer,
+    recipes: list[Recipe],
+    held_out: list[Feed],
+    budget: float,
+    threading: Threading,
+) -> GraphResult:
+    """The graph quantized whole by its first recipe, kept whatever its error (timing only)."""
+    reference = session(quantizer.fp32_path.read_bytes(), threading)
+    result = GraphResult(quantizer.name, budget, latency_ms(reference, held_out[0], 10), None, None)
+    if not recipes:  # the target keeps this graph float by design
+        return result
+    model = quantizer.quantize(recipes[0])
+    error = output_error(reference, session(model), held_out)
+    attempt = Attempt(
+        recipes[0].name, error, [], latency_ms(session(model, threading), held_out[0], 10), True
+    )
+    result.attempts.append(attempt)
+    result.chosen, result.model = attempt, model
+    return result
 
 
 def compare_engines(fp32: Engine, int8: Engine, held: CalibrationSet) -> dict[str, Any]:
@@ -139,13 +188,18 @@ def compare_engines(fp32: Engine, int8: Engine, held: CalibrationSet) -> dict[st
     }
 
 
-def graph_output_errors(fp32: Bundle, int8: Bundle, frames_bgr: list[np.ndarray]) -> dict[str, float]:
-    """Output error of the INT8 `hoi` graph against FP32 on given frames (e.g. labelled images
-    the calibration never saw): the direct symptom of ranges fitted to the wrong frames."""
-    from h2a.calibration.sensitivity import output_error, session
-    from h2a.runtime.preprocess import Preprocessor
+def engine_output_error(reference: Engine, candidate: Engine, frames_bgr: list[np.ndarray]) -> float:
+    """Output error of the candidate's `hoi` against the reference's on given frames (e.g. labelled
+    images the calibration never saw), whatever backend and precision each runs: the direct
+    symptom of ranges fitted to the wrong frames, or of a precision too coarse for the model."""
+    from h2a.calibration.instance_match import align_instances
 
-    p = fp32.manifest.preprocess
-    pre = Preprocessor(p.input_size, tuple(p.mean), tuple(p.std), p.pad_value)
-    feeds = [{"images": pre(frame)[0].copy()} for frame in frames_bgr]
-    return {"hoi": output_error(session(fp32.graph_bytes("hoi")), session(int8.graph_bytes("hoi")), feeds)}
+    errors = []
+    for frame in frames_bgr:
+        images = reference.preprocess(frame)[0].copy()
+        ref = reference.hoi.run({"images": images})
+        got = align_instances(ref, candidate.hoi.run({"images": images}))
+        errors.append(
+            max(float(np.linalg.norm(got[n] - ref[n]) / (np.linalg.norm(ref[n]) + 1e-12)) for n in ref)
+        )
+    return float(np.mean(errors))

@@ -130,6 +130,22 @@ class GraphResult:
         }
 
 
+@dataclass
+class SearchClock:
+    """The time budget of one `edge-calibrate quantize`, shared by its graphs' searches. Once it is
+    spent, searches stop ranking and bisecting and keep the best model that fits so far."""
+
+    seconds: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def spent(self) -> bool:
+        return self.seconds is not None and time.monotonic() - self.started > self.seconds
+
+
+#: Held-out inputs the ranking measures each group on (the bisection and the final error use all).
+RANK_FEEDS = 4
+
+
 def search_graph(
     quantizer: GraphQuantizer,
     recipes: Sequence[Recipe],
@@ -138,29 +154,45 @@ def search_graph(
     threading: Threading = Threading(),
     repeats: int = 10,
     say: Callable[[str], None] = lambda _: None,
+    clock: SearchClock | None = None,
+    progress: bool = False,
 ) -> GraphResult:
-    """`threading`: as the runtime runs this graph; latencies are measured that way."""
+    """`threading`: as the runtime runs this graph; latencies are measured that way.
+
+    Per recipe: quantize everything; over budget, rank the layer groups by the error each causes
+    alone (once per graph: later recipes with the same groups reuse the ranking), then bisect over
+    how many of the worst stay in float. Rank + bisect costs groups + log2(groups) quantizations
+    where adding groups one at a time cost up to twice the groups; if even all but the mildest
+    group in float misses the budget, more float cannot help and the recipe is dropped."""
+    clock = clock or SearchClock()
     reference = session(quantizer.fp32_path.read_bytes(), threading)
     fp32_ms = latency_ms(reference, held_out[0], repeats)
     result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
     best: tuple[Attempt, bytes] | None = None
+    rankings: dict[tuple[str, ...], dict[str, float]] = {}
+    bar = Progress(quantizer.name, progress)
     for recipe in recipes:
-        ops = recipe.op_types
-        groups = node_groups(quantizer.model, ops)
-        model = quantizer.quantize(recipe)
-        error = output_error(reference, session(model), held_out)
+        groups = node_groups(quantizer.model, recipe.op_types)
+
+        def measure(
+            kept: Sequence[str], recipe: Recipe = recipe, groups: dict[str, list[str]] = groups
+        ) -> tuple[float, bytes]:
+            model = quantizer.quantize(recipe, [n for g in kept for n in groups[g]])
+            error = output_error(reference, session(model), held_out)
+            bar.step(error if error <= budget else None)
+            return error, model
+
+        error, model = measure([])
         kept: list[str] = []
         say(f"{quantizer.name} {recipe.name}: error {error:.4f} (budget {budget})")
-        if error > budget and len(groups) > 1:
-            ranked = _rank_groups(quantizer, recipe, groups, reference, held_out)
+        if error > budget and len(groups) > 1 and not clock.spent():
+            key = tuple(sorted(groups))
+            if key not in rankings:
+                rankings[key] = _rank_groups(quantizer, recipe, groups, reference, held_out, clock, bar)
+            ranked = rankings[key]
             result.group_errors[recipe.name] = ranked
-            for group in sorted(ranked, key=ranked.__getitem__, reverse=True)[:-1]:
-                kept.append(group)
-                model = quantizer.quantize(recipe, [n for g in kept for n in groups[g]])
-                error = output_error(reference, session(model), held_out)
-                say(f"  + keep {group} in float: error {error:.4f}")
-                if error <= budget:
-                    break
+            order = sorted(ranked, key=ranked.__getitem__, reverse=True)
+            error, model, kept = _bisect_float_groups(order, measure, budget, clock, say)
         attempt = Attempt(recipe.name, error, kept, within_budget=error <= budget)
         result.attempts.append(attempt)
         if attempt.within_budget:
@@ -168,9 +200,59 @@ def search_graph(
             say(f"  {attempt.latency_ms:.2f} ms vs FP32 {fp32_ms:.2f} ms")
             if best is None or _better(attempt, best[0]):
                 best = (attempt, model)
+    bar.close()
     if best is not None:
         result.chosen, result.model = best
     return result
+
+
+def _bisect_float_groups(
+    order: list[str],
+    measure: Callable[[Sequence[str]], tuple[float, bytes]],
+    budget: float,
+    clock: SearchClock,
+    say: Callable[[str], None],
+) -> tuple[float, bytes, list[str]]:
+    """The fewest of the worst-ranked groups to keep in float so the error fits, by bisection
+    (the error falls, not always monotonically, as groups go float). -> (error, model, kept)."""
+    hi = len(order) - 1  # all but the mildest group in float
+    error, model = measure(order[:hi])
+    say(f"  {hi} of {len(order)} groups in float: error {error:.4f}")
+    if error > budget:
+        say("  more float does not bring it within budget: recipe dropped")
+        return error, model, order[:hi]
+    fit = (error, model)
+    lo = 0  # known not to fit
+    while hi - lo > 1 and not clock.spent():
+        mid = (lo + hi) // 2
+        error, model = measure(order[:mid])
+        say(f"  {mid} groups in float: error {error:.4f}")
+        if error <= budget:
+            hi, fit = mid, (error, model)
+        else:
+            lo = mid
+    if clock.spent() and hi - lo > 1:
+        say(f"  time budget spent: keeping {hi} groups in float")
+    return fit[0], fit[1], order[:hi]
+
+
+class Progress:
+    """A progress bar over quantizations tried, with the best in-budget error so far."""
+
+    def __init__(self, name: str, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=f"quantize {name}", unit="try", disable=not enabled, leave=False)
+        self.best: float | None = None
+
+    def step(self, fitting_error: float | None) -> None:
+        if fitting_error is not None and (self.best is None or fitting_error < self.best):
+            self.best = fitting_error
+        self._bar.set_postfix_str("best within budget: " + ("-" if self.best is None else f"{self.best:.4f}"))
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def _better(candidate: Attempt, incumbent: Attempt) -> bool:
@@ -188,12 +270,18 @@ def _rank_groups(
     groups: dict[str, list[str]],
     reference: ort.InferenceSession,
     held_out: Sequence[Feed],
+    clock: SearchClock,
+    bar: Progress,
 ) -> dict[str, float]:
-    """Error caused by quantizing each group alone (everything else float)."""
+    """Error caused by quantizing each group alone (everything else float), on the first
+    `RANK_FEEDS` held-out inputs. Groups not reached before the time budget ends rank last."""
     everything = [n for names in groups.values() for n in names]
-    errors = {}
+    errors = dict.fromkeys(groups, 0.0)
     for group, names in groups.items():
+        if clock.spent():
+            break
         only = set(names)
         model = quantizer.quantize(recipe, [n for n in everything if n not in only])
-        errors[group] = output_error(reference, session(model), held_out)
+        errors[group] = output_error(reference, session(model), held_out[:RANK_FEEDS])
+        bar.step(None)
     return errors

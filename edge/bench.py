@@ -1,7 +1,11 @@
 """`edge-bench --engine PATH [--json FILE]`: speed figures of one bundle, each a ratio measured in
 this one run (the machines are shared and noisy, so absolute times are only context):
 
-- caption latency at 48 tokens: KV cache vs recomputing the prefix (same `dec_step` graph);
+- caption latency at 48 tokens: KV cache vs the no-cache decoder (`--no-cache-decoder`, the whole
+  prefix in one call per token, as a decoder without a cache runs), and vs replaying `dec_step`
+  over the prefix (the runtime's own reference path);
+- with `--backends`: ONNX Runtime and OpenVINO (f32, bf16, and the `--int8` / `--int8-s8` bundles)
+  side by side (`backend_bench.py`);
 - pipeline throughput (capture + detect + events + captions + alert writing) vs a bare `hoi` loop
   over the same frames;
 - `hoi` latency: ONNX Runtime vs torch eager on the same weights, when `--checkpoint` is given
@@ -28,12 +32,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from h2a.edge.backend_bench import bench_backends, bench_no_cache
 from h2a.runtime.bundle import load_bundle
 from h2a.runtime.cli import run_main
-from h2a.runtime.engine import SPIN_MODES, Engine
+from h2a.runtime.engine import SPIN_MODES, BackendOptions, Engine
 from h2a.runtime.errors import H2AError
 
 CAPTION_TOKENS = 48
+#: The figures outside `--backends` are ONNX Runtime's, whatever else is installed.
+ORT = BackendOptions("onnxruntime")
 #: The pipeline run logs no status line (its figures come from its stats).
 STATUS_NEVER = float("inf")
 
@@ -204,10 +211,13 @@ def run(
     threads: int,
     int8_path: Path | None = None,
     hoi_spin: str = "auto",
+    no_cache_decoder: Path | None = None,
+    backends: bool = False,
+    int8_s8_path: Path | None = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_path)
-    engine = Engine(bundle, threads=threads, hoi_spin=hoi_spin)
+    engine = Engine(bundle, threads=threads, hoi_spin=hoi_spin, options=ORT)
     engine.detect(_frames((640, 480), 1)[0])
     cold = time.perf_counter() - t0
     size = bundle.manifest.preprocess.input_size
@@ -221,6 +231,8 @@ def run(
         "hoi_ms": _timeit(lambda: engine.hoi.run({"images": images}), repeats),
         "caption": bench_caption(engine, repeats),
     }
+    if no_cache_decoder is not None:
+        result["no_cache_decoder"] = bench_no_cache(engine, no_cache_decoder, repeats)
     with tempfile.TemporaryDirectory() as tmp:
         result["pipeline"] = bench_pipeline(engine, _frames((640, 480), frames), Path(tmp))
         result["edge_run_peak_rss_mb"] = edge_run_peak_rss_mb(bundle_path, Path(tmp) / "bench.avi", frames)
@@ -229,9 +241,13 @@ def run(
     # Peak RSS is read before the INT8 engine doubles the model in memory.
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if int8_path is not None:
-        int8 = Engine(load_bundle(int8_path), threads=threads, hoi_spin=hoi_spin)
+        int8 = Engine(load_bundle(int8_path), threads=threads, hoi_spin=hoi_spin, options=ORT)
         result["int8"] = bench_int8(engine, int8, repeats)
+        del int8
     result["peak_rss_mb"] = peak_rss_mb
+    if backends:
+        del engine
+        result["backends"] = bench_backends(bundle_path, int8_path, int8_s8_path, repeats, threads)
     return result
 
 
@@ -246,6 +262,17 @@ def table(r: dict[str, Any]) -> str:
             f"{c['kv_speedup']:.2f}x",
         ),
         ("tag tokens + cap_encoder (once per caption)", f"{c['cap_encoder_ms']:.1f} ms", ""),
+    ]
+    if "no_cache_decoder" in r:
+        n = r["no_cache_decoder"]
+        rows.append(
+            (
+                f"caption {n['tokens']} tokens: KV cache vs no-cache decoder",
+                f"{n['kv_cache_ms']:.1f} vs {n['no_cache_ms']:.1f} ms",
+                f"{n['speedup']:.2f}x",
+            )
+        )
+    rows += [
         (
             "pipeline vs bare hoi throughput",
             f"{p['pipeline_fps']:.1f} vs {p['bare_hoi_fps']:.1f} fps",
@@ -278,6 +305,15 @@ def table(r: dict[str, Any]) -> str:
                     f"{v['speedup']:.2f}x",
                 )
             )
+    for label, b in r.get("backends", {}).items():
+        emulated = " (bf16 emulated)" if b.get("emulated_bf16") else ""
+        rows.append(
+            (
+                f"{label}{emulated}: hoi / step / anomalous frame",
+                f"{b['hoi_ms']:.1f} / {b['dec_step_ms']:.2f} / {b['anomalous_frame_ms']:.1f} ms",
+                f"{b['hoi_speedup']:.2f}x",
+            )
+        )
     rows.append(
         ("peak RSS of edge-run (child process, same video)", f"{r['edge_run_peak_rss_mb']:.0f} MB", "")
     )
@@ -296,12 +332,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads of hoi (0 = one per core)")
     p.add_argument("--int8", type=Path, help="an INT8 bundle of the same model: INT8 vs FP32 ratios")
     p.add_argument("--spin", choices=SPIN_MODES, default="auto", help="as edge-run --spin (default auto)")
+    p.add_argument(
+        "--no-cache-decoder",
+        type=Path,
+        metavar="ONNX",
+        help="the same model's no-cache decoder (edge-export --no-cache-decoder): KV cache vs it",
+    )
+    p.add_argument(
+        "--backends",
+        action="store_true",
+        help="ONNX Runtime vs OpenVINO (f32, bf16, INT8) side by side; speed-ups over ONNX Runtime FP32",
+    )
+    p.add_argument(
+        "--int8-s8", type=Path, help="with --backends: a --target tensorrt (symmetric s8 Q/DQ) bundle"
+    )
     args = p.parse_args(argv)
     return run_main("edge-bench", lambda: report(args))
 
 
 def report(args: argparse.Namespace) -> None:
-    result = run(args.engine, args.frames, args.repeats, args.checkpoint, args.threads, args.int8, args.spin)
+    result = run(
+        args.engine,
+        args.frames,
+        args.repeats,
+        args.checkpoint,
+        args.threads,
+        args.int8,
+        args.spin,
+        args.no_cache_decoder,
+        args.backends,
+        args.int8_s8,
+    )
     print(table(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from h2a.runtime.backend_args import add_backend_arguments, backend_options
 from h2a.runtime.bundle import load_bundle
 from h2a.runtime.cli import run_main
 from h2a.runtime.engine import CAPTION_THREADS, SPIN_MODES
@@ -52,10 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="TYPE=VALUE",
         help="override one anomaly type's enter threshold, e.g. --threshold shooting=0.4",
     )
+    add_backend_arguments(parser)
     parser.add_argument("--providers", help="ONNX Runtime providers, comma-separated (default CPU)")
-    parser.add_argument(
-        "--threads", type=int, default=0, help="ONNX Runtime threads of hoi (0 = one per core)"
-    )
+    parser.add_argument("--threads", type=int, default=0, help="threads of hoi (0 = one per core)")
     parser.add_argument(
         "--caption-threads",
         type=int,
@@ -117,7 +117,14 @@ def run(args: argparse.Namespace) -> int:
     watcher = ConfigWatcher(args.config, m.labels.anomalies, dict(m.thresholds.anomaly), overrides)
     spec = parse_source(args.camera, args.source)
     providers = args.providers.split(",") if args.providers else None
-    engine = Engine(bundle, providers, args.threads, args.caption_threads, hoi_spin=args.spin)
+    engine = Engine(
+        bundle,
+        providers,
+        args.threads,
+        args.caption_threads,
+        hoi_spin=args.spin,
+        options=backend_options(args),
+    )
     options = PipelineOptions(
         None if args.dry_run else args.alerts, args.max_frames, args.status_every, record=args.record
     )
@@ -138,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         "started",
         engine=str(args.engine),
         source=spec.describe(),
+        backend=engine.backend,
+        precision=engine.precision,
         alerts="off (dry run)" if args.dry_run else str(args.alerts),
         config=watcher.config.version,
     )

@@ -23,11 +23,15 @@ MANIFEST_NAME = "manifest.json"
 #: Which importable module each backend needs, and how to get it.
 BACKEND_MODULES = {
     "onnxruntime": ("onnxruntime", "pip install 'hoi2anomaly-edge[cpu]'"),
+    "openvino": ("openvino", "pip install 'hoi2anomaly-edge[openvino]'"),
     "tensorrt": (
         "tensorrt",
         "use JetPack's TensorRT (apt install python3-libnvinfer) in a venv made with --system-site-packages",
     ),
 }
+
+#: The backends that can run a bundle, by the graph format its manifest names.
+RUNS_ON = {"onnxruntime": ("onnxruntime", "openvino"), "tensorrt": ("tensorrt",)}
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,11 @@ def load_bundle(path: str | Path, require_backend: bool = True) -> Bundle:
             raise BundleError(f"{path}: member {name!r} is not listed in the manifest; refusing this bundle")
         for name in sorted(listed):
             _check_member(path, name, _hash_member(archive, path, name), manifest.members[name])
-    if require_backend and not backend_available(manifest.backend):
+    if require_backend and not any(backend_available(b) for b in RUNS_ON[manifest.backend]):
         _, how = BACKEND_MODULES[manifest.backend]
         raise BundleError(
-            f"{path}: this bundle runs on {manifest.backend}, which is not installed here ({how})"
+            f"{path}: this bundle runs on {' or '.join(RUNS_ON[manifest.backend])}, "
+            f"which is not installed here ({how})"
         )
     return Bundle(path=path, manifest=manifest)
 

@@ -8,15 +8,17 @@ for captions); one Engine must not run `detect` on two threads at once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from h2a.runtime.backends import GraphRunner
 from h2a.runtime.backends.frame_input import FrameInput, open_frame_input
-from h2a.runtime.bundle import Bundle
+from h2a.runtime.bundle import BACKEND_MODULES, Bundle, backend_available
 from h2a.runtime.caption_text import CaptionFields, parse_caption
 from h2a.runtime.decoding import GreedyDecoder
 from h2a.runtime.device_decoding import DeviceGreedyDecoder
@@ -51,12 +53,73 @@ class Explanation:
     fields: CaptionFields
 
 
+#: What `--backend` accepts. A bundle of ONNX graphs runs on ONNX Runtime or OpenVINO; a bundle of
+#: TensorRT engines only on TensorRT. `auto`: the bundle's TensorRT engines where it has them, else
+#: OpenVINO where it is installed, else ONNX Runtime.
+RUNTIME_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How the graphs run: which backend, and OpenVINO's precision hint and compile cache."""
+
+    backend: str = "auto"
+    precision: str = "auto"  # OpenVINO only: auto | f32 | bf16 (openvino_backend.PRECISION_HINTS)
+    cache_dir: Path | None = field(default_factory=lambda: _default_ov_cache())
+
+
+def _default_ov_cache() -> Path:
+    from h2a.runtime.backends.openvino_backend import default_cache_dir
+
+    return default_cache_dir()
+
+
+def select_backend(bundle: Bundle, requested: str) -> str:
+    """The backend that runs this bundle, or one line saying why the requested one cannot."""
+    if requested not in RUNTIME_BACKENDS:
+        raise InputError(f"backend {requested!r}: expected one of {', '.join(RUNTIME_BACKENDS)}")
+    stored = bundle.manifest.backend
+    if stored == "tensorrt":
+        if requested not in ("auto", "tensorrt"):
+            raise BackendError(
+                f"{bundle.path} holds TensorRT engines; --backend {requested} runs ONNX bundles only"
+            )
+        return "tensorrt"
+    if requested == "tensorrt":
+        raise BackendError(
+            f"{bundle.path} holds ONNX graphs; build TensorRT engines from it on the device with "
+            "edge-export --backend tensorrt --onnx-bundle"
+        )
+    if requested == "auto":
+        return "openvino" if backend_available("openvino") else "onnxruntime"
+    if not backend_available(requested):
+        _, how = BACKEND_MODULES[requested]
+        raise BackendError(f"--backend {requested}: it is not installed here ({how})")
+    return requested
+
+
+def openvino_bf16_gate_passed(bundle: Bundle) -> bool:
+    """Whether `edge-calibrate report --openvino-bf16` passed this bundle (recorded in its manifest)."""
+    gate = (bundle.manifest.provenance.get("openvino") or {}).get("bf16_gate") or {}
+    return bool(gate.get("passed"))
+
+
 def open_graph(
-    bundle: Bundle, name: str, providers: Sequence[str] | None, threads: int, spin: bool = False
+    bundle: Bundle,
+    name: str,
+    providers: Sequence[str] | None,
+    threads: int,
+    spin: bool = False,
+    backend: str = "onnxruntime",
+    ov: BackendOptions | None = None,
 ) -> GraphRunner:
-    """Load one graph and check it against the contract (`h2a.runtime.graphs`) before use.
-    `threads` and `spin` (busy-wait between ops while a run lasts) apply to ONNX Runtime only."""
-    runner = _load_graph(bundle, name, providers, threads, spin)
+    """Load one graph on `backend` (as `select_backend` resolved it) and check it against the
+    contract (`h2a.runtime.graphs`) before use. `providers` and `spin` (busy-wait between ops while
+    a run lasts) apply to ONNX Runtime only; `threads` to ONNX Runtime and OpenVINO; `ov` carries
+    OpenVINO's resolved precision and cache folder."""
+    runner = _load_graph(
+        bundle, name, providers, threads, spin, backend, ov or BackendOptions(precision="f32")
+    )
     m = bundle.manifest
     try:
         check_graph(graph_spec(name, m.decoder.layers), *runner.signature(), contract_sizes(m))
@@ -66,13 +129,24 @@ def open_graph(
 
 
 def _load_graph(
-    bundle: Bundle, name: str, providers: Sequence[str] | None, threads: int, spin: bool
+    bundle: Bundle,
+    name: str,
+    providers: Sequence[str] | None,
+    threads: int,
+    spin: bool,
+    backend: str,
+    ov: BackendOptions,
 ) -> GraphRunner:
-    backend = bundle.manifest.backend
     if backend == "onnxruntime":
         from h2a.runtime.backends.onnxruntime_backend import DEFAULT_PROVIDERS, OrtGraph
 
         return OrtGraph(bundle.graph_bytes(name), providers or DEFAULT_PROVIDERS, threads, spin)
+    if backend == "openvino":
+        from h2a.runtime.backends.openvino_backend import OvGraph
+
+        member = bundle.manifest.graphs[name].member
+        sha = bundle.manifest.members[member].sha256
+        return OvGraph(bundle.graph_bytes(name), sha, ov.precision, threads, ov.cache_dir)
     if backend == "tensorrt":
         from h2a.runtime.backends.cuda_memory import open_cuda
         from h2a.runtime.backends.tensorrt_backend import TrtGraph, check_device
@@ -115,14 +189,27 @@ class Engine:
         threads: int = 0,
         caption_threads: int = CAPTION_THREADS,
         hoi_spin: str = "auto",
+        options: BackendOptions | None = None,
     ) -> None:
-        """`threads`: ONNX Runtime intra-op threads of `hoi` (0 = one per core); `hoi_spin`: one of
-        SPIN_MODES."""
+        """`threads`: intra-op threads of `hoi` (0 = one per core); `hoi_spin`: one of SPIN_MODES
+        (ONNX Runtime); `options`: backend choice and OpenVINO settings (default: `auto`)."""
         m = bundle.manifest
         self.manifest = m
-        self.hoi = open_graph(bundle, "hoi", providers, threads, hoi_spins(bundle, hoi_spin))
-        self.cap_encoder = open_graph(bundle, "cap_encoder", providers, caption_threads)
-        step = open_graph(bundle, "dec_step", providers, caption_threads)
+        options = options or BackendOptions()
+        self.backend = select_backend(bundle, options.backend)
+        self.precision = "default"  # what the graphs' float parts compute in, for logs and benchmarks
+        if self.backend == "openvino":
+            from h2a.runtime.backends.openvino_backend import resolve_precision
+
+            self.precision = resolve_precision(options.precision, openvino_bf16_gate_passed(bundle))
+            options = dataclasses.replace(options, precision=self.precision)
+
+        def load(name: str, graph_threads: int, spin: bool = False) -> GraphRunner:
+            return open_graph(bundle, name, providers, graph_threads, spin, self.backend, options)
+
+        self.hoi = load("hoi", threads, hoi_spins(bundle, hoi_spin))
+        self.cap_encoder = load("cap_encoder", caption_threads)
+        step = load("dec_step", caption_threads)
         # on the GPU the KV cache stays in device memory (runtime/device_decoding.py)
         self.decoder = (
             DeviceGreedyDecoder(step, m.decoder)  # a TrtGraph

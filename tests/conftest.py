@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# OpenVINO's compiled-graph cache goes to a folder of this run, for the CLIs the tests start too.
+os.environ["H2A_CACHE_DIR"] = tempfile.mkdtemp(prefix="h2a-test-cache-")
 
 
 def run_cli(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,10 @@ tools and run by ONNX Runtime, bundles read back through the runtime's checks.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -332,3 +334,59 @@ def test_tensorrt_build_refuses_a_cpu_int8_bundle(cpu_int8: Path, tmp_path: Path
     assert result.returncode != 0
     assert "--target tensorrt" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "trt.plan").exists()
+
+
+def test_bisection_keeps_the_fewest_worst_groups_in_float() -> None:
+    from h2a.calibration.sensitivity import SearchClock, _bisect_float_groups
+
+    order = [f"g{i}" for i in range(40)]  # worst first
+    tried: list[int] = []
+
+    def measure(kept: Sequence[str]) -> tuple[float, bytes]:
+        tried.append(len(kept))
+        return 0.5 / (1 + len(kept)), bytes(len(kept))  # error falls as groups go float
+
+    error, _, kept = _bisect_float_groups(order, measure, 0.05, SearchClock(), lambda _: None)
+    assert kept == order[:9] and error == pytest.approx(0.05)  # 0.5 / 10: the first that fits
+    assert len(tried) <= 2 + 6  # all-but-one, then log2(39) bisection steps
+    hopeless = _bisect_float_groups(order, lambda kept: (1.0, b""), 0.05, SearchClock(), lambda _: None)
+    assert hopeless[0] == 1.0 and len(hopeless[2]) == 39  # more float did not help: given up at once
+    spent = SearchClock(seconds=0.0)
+    error, _, kept = _bisect_float_groups(order, measure, 0.05, spent, lambda _: None)
+    assert len(kept) == 39 and error <= 0.05  # out of time: the known fit, not a guess
+
+
+def test_fixed_recipe_quantizes_everything_whatever_the_error(
+    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "fixed.plan"
+    _quantize(tiny_bundle, calib_npz, out, "cpu", "--fixed-recipe", "--budget-hoi", "0.0001")
+    manifest = load_bundle(out).manifest
+    assert manifest.provenance["calibration"]["search"] == "fixed"
+    assert {n: g.precision for n, g in manifest.graphs.items()} == dict.fromkeys(manifest.graphs, "int8")
+    hoi = manifest.provenance["calibration"]["graphs"]["hoi"]
+    assert hoi["chosen"]["kept_float"] == [] and hoi["chosen"]["error"] > 0.0001
+
+
+def test_edge_bench_fair_decoder_baseline_and_backends(tmp_path: Path) -> None:
+    bundle, checkpoint, baseline = tmp_path / "b.plan", tmp_path / "b.pt", tmp_path / "no_cache.onnx"
+    made = run_cli(
+        "h2a.export_tools.export.cli", "--random-init", "--out", str(bundle), "--save-checkpoint",
+        str(checkpoint), "--no-cache-decoder", str(baseline), "--quiet", "--no-check",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "bench.json"
+    result = run_cli(
+        "h2a.edge.bench", "--engine", str(bundle), "--checkpoint", str(checkpoint), "--no-cache-decoder",
+        str(baseline), "--backends", "--frames", "6", "--repeats", "2", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    r = json.loads(out.read_text())
+    n = r["no_cache_decoder"]
+    assert n["tokens_agree"] == 1.0 and n["speedup"] == pytest.approx(n["no_cache_ms"] / n["kv_cache_ms"])
+    assert r["torch"]["torch_eager_ms"] > 0
+    rows = r["backends"]
+    assert rows["onnxruntime fp32"]["hoi_speedup"] == 1.0
+    if importlib.util.find_spec("openvino") is not None:
+        assert {"openvino f32", "openvino bf16"} <= set(rows)
+    assert "no-cache decoder" in result.stdout

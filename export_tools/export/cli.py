@@ -60,6 +60,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     trt.add_argument("--calib-cache-dir", type=Path, default=Path("."), help="where the legacy cache lives")
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs torch parity check")
+    parser.add_argument(
+        "--save-checkpoint",
+        type=Path,
+        help="also write the weights as a checkpoint (of --random-init: for edge-bench --checkpoint)",
+    )
+    parser.add_argument(
+        "--no-cache-decoder",
+        type=Path,
+        metavar="ONNX",
+        help="also write the no-cache decoder (whole prefix per call), edge-bench's fair baseline",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser.parse_args(argv)
 

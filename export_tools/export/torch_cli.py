@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from h2a.export_tools.checkpoint import Checkpoint, load_checkpoint
+from h2a.export_tools.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from h2a.export_tools.export.baseline_decoder import export_no_cache_decoder
 from h2a.export_tools.export.cli import MODEL_DIR_CHECKPOINT
 from h2a.export_tools.export.exporter import ExportResult, ParityError, export_bundle
 from h2a.export_tools.models import CaptionModel, HOIEncoder, make_config
@@ -71,3 +72,9 @@ def _export(args: argparse.Namespace) -> None:
         "caption": sum(p.numel() for p in ckpt.caption.parameters()),
     }
     print(describe(result, args.out, params))
+    if args.save_checkpoint:
+        save_checkpoint(args.save_checkpoint, ckpt)
+        print(f"  checkpoint: {args.save_checkpoint}")
+    if args.no_cache_decoder:
+        export_no_cache_decoder(ckpt.caption, args.no_cache_decoder)
+        print(f"  no-cache decoder (benchmark baseline): {args.no_cache_decoder}")
