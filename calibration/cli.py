@@ -36,7 +36,8 @@ from h2a.runtime.errors import EXIT_USAGE, H2AError
 from h2a.runtime.preprocess import PAD_VALUE
 
 DEFAULT_SIZE = 512
-#: Seconds the float-fallback search may take before it keeps the best fit so far.
+#: Seconds the float-fallback search may take (recording inputs and calibrating ranges come on top)
+#: before it keeps the best fit so far.
 DEFAULT_TIME_BUDGET = 600.0
 #: Labelled images on which the gate also compares the INT8 `hoi` graph's raw outputs with FP32.
 GRAPH_CHECK_IMAGES = 50

@@ -11,8 +11,9 @@ uint8 and collapses accuracy (measured on a trained decoder: 11.2% logit error a
 CPU graphs also get an INT8-friendly stem before calibration (`stem_rewrite`) and their linear
 layers' bias adds folded into ONNX Runtime's MatMulIntegerToFloat (`bias_fusion`).
 
-Ranges are computed once per graph (`compute_ranges`) and reused by every quantization the
-sensitivity search tries, so trying a layer group costs a rewrite, not a calibration run.
+Ranges are computed once per graph (`compute_ranges`) and the static quantization runs once per
+recipe; every variant the sensitivity search tries is that graph with some nodes rewired to float
+(`float_fallback.py`), so trying a layer group costs a rewrite, not a calibration or quantization.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_d
 
 from h2a.calibration.bias_fusion import fuse_matmul_bias
 from h2a.calibration.calib_set import CalibrationError
+from h2a.calibration.float_fallback import QuantScope, keep_float
 from h2a.calibration.options import CALIBRATION_METHOD_NAMES, TARGETS
 from h2a.calibration.stem_rewrite import space_to_depth_stem
 from h2a.calibration.traces import Feed
@@ -210,6 +212,8 @@ class GraphQuantizer:
                 onnx.save(source, self.source_path)
         self.input_names = {i.name for i in self.model.graph.input}
         self.ranges_path: Path | None = None
+        self._source_model: onnx.ModelProto | None = None
+        self._static_models: dict[str, onnx.ModelProto] = {}  # recipe name -> fully quantized graph
 
     def compute_ranges(self, feeds: Sequence[Feed]) -> None:
         """Run the calibrator once over `feeds` (the tensors feeding Conv/Gemm/MatMul)."""
@@ -236,51 +240,22 @@ class GraphQuantizer:
         save_tensors_data(ranges, self.ranges_path)
 
     def quantize(self, recipe: Recipe, exclude: Sequence[str] = ()) -> bytes:
-        """The graph quantized by `recipe`, leaving the nodes in `exclude` in float."""
+        """The graph quantized by `recipe`, leaving the nodes in `exclude` in float. The static
+        part is quantized once per recipe; the nodes in `exclude` are then given their float
+        inputs back by rewiring (`float_fallback.py`), which costs a copy, not a quantization."""
         path = self.source_path
-        if recipe.float_activation_products:
-            exclude = [*exclude, *activation_products(self.model)]
-        if recipe.cnn_ops:
-            exclude = [
-                *exclude,
-                *(
-                    n.name
-                    for n in self.model.graph.node
-                    if n.op_type in recipe.cnn_ops and CNN_SCOPE not in n.name
-                ),
-            ]
+        model = None
         if recipe.static_ops:
-            if self.ranges_path is None:
-                raise RuntimeError("compute_ranges must run before a static recipe")
-            out = self.workdir / f"{self.name}.static.onnx"
-            symmetric = self.target == "tensorrt"
-            _quiet(
-                quantize_static,
-                path,
-                out,
-                None,
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(recipe.static_ops + recipe.cnn_ops),
-                per_channel=True,
-                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=list(exclude),
-                calibrate_method=CALIBRATION_METHODS[self.method],
-                calibration_cache_path=self.ranges_path,
-                extra_options={
-                    "ActivationSymmetric": symmetric,
-                    "WeightSymmetric": True,
-                    "OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OP_TYPES[self.target],
-                    # own Q/DQ per quantized consumer: a residual Add that reads the same tensor
-                    # as a Conv keeps reading the float tensor, not a DQ output
-                    "DedicatedQDQPair": symmetric,
-                    # TensorRT's parser takes INT8 (or FP8/INT4) into a DequantizeLinear, never the
-                    # INT32 biases ONNX Runtime would make: biases stay float there
-                    "QuantizeBias": not symmetric,
-                },
+            scope = QuantScope(
+                frozenset(recipe.static_ops + recipe.cnn_ops),
+                frozenset(FLOAT_OUTPUT_OP_TYPES[self.target]),
+                frozenset(self._always_float(recipe)),
             )
-            path = out
+            model = keep_float(self._static(recipe), self._source(), exclude, scope)
         if recipe.dynamic_ops:
+            if model is not None:
+                path = self.workdir / f"{self.name}.static.onnx"
+                onnx.save(model, path)
             out = self.workdir / f"{self.name}.dynamic.onnx"
             # quantize_dynamic renames the nodes it rewrites (Gemm -> <name>_MatMul); exclusion
             # works on the names it sees, which are the FP32 names for nodes not yet touched.
@@ -291,17 +266,73 @@ class GraphQuantizer:
                 op_types_to_quantize=list(recipe.dynamic_ops),
                 per_channel=False,
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=list(exclude),
+                nodes_to_exclude=[*exclude, *self._always_float(recipe)],
             )
-            path = out
+            model = onnx.load(out)
+        if model is None:
+            raise ValueError(f"recipe {recipe.name!r} quantizes nothing")
         if self.target == "tensorrt":
-            model = onnx.load(path)
             if recipe.cnn_ops:
                 float_inputs_outside_scope(model, recipe.cnn_ops)
             return model.SerializeToString()
-        model = onnx.load(path)
         fuse_matmul_bias(model)
         return model.SerializeToString()
+
+    def _always_float(self, recipe: Recipe) -> list[str]:
+        """Nodes a recipe never quantizes: activation products, CNN-only ops outside the backbone."""
+        exclude = list(activation_products(self.model)) if recipe.float_activation_products else []
+        if recipe.cnn_ops:
+            exclude += [
+                n.name
+                for n in self.model.graph.node
+                if n.op_type in recipe.cnn_ops and CNN_SCOPE not in n.name
+            ]
+        return exclude
+
+    def _source(self) -> onnx.ModelProto:
+        if self._source_model is None:
+            self._source_model = onnx.load(self.source_path)
+        return self._source_model
+
+    def _static(self, recipe: Recipe) -> onnx.ModelProto:
+        """The graph with every node `recipe` quantizes statically in Q/DQ, made once per recipe."""
+        if recipe.name in self._static_models:
+            return self._static_models[recipe.name]
+        if self.ranges_path is None:
+            raise RuntimeError("compute_ranges must run before a static recipe")
+        out = self.workdir / f"{self.name}.{recipe.name}.full.onnx"
+        symmetric = self.target == "tensorrt"
+        _quiet(
+            quantize_static,
+            self.source_path,
+            out,
+            None,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(recipe.static_ops + recipe.cnn_ops),
+            per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=self._always_float(recipe),
+            calibrate_method=CALIBRATION_METHODS[self.method],
+            calibration_cache_path=self.ranges_path,
+            extra_options={
+                "ActivationSymmetric": symmetric,
+                "WeightSymmetric": True,
+                "OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OP_TYPES[self.target],
+                # own Q/DQ per quantized consumer: a residual Add that reads the same tensor
+                # as a Conv keeps reading the float tensor, not a DQ output
+                "DedicatedQDQPair": symmetric,
+                # TensorRT's parser takes INT8 (or FP8/INT4) into a DequantizeLinear, never the
+                # INT32 biases ONNX Runtime would make: biases stay float there
+                "QuantizeBias": not symmetric,
+                # a Relu before a u8 Q would be dropped (the Q clips at zero anyway), but a node
+                # kept float later (float_fallback.py) needs it back; ONNX Runtime's ReluQuantFusion
+                # removes it again when the session is built
+                "QDQKeepRemovableActivations": True,
+            },
+        )
+        self._static_models[recipe.name] = onnx.load(out)
+        return self._static_models[recipe.name]
 
 
 def float_inputs_outside_scope(model: onnx.ModelProto, op_types: Sequence[str]) -> int:

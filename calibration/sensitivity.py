@@ -143,7 +143,7 @@ class SearchClock:
 
 
 #: Held-out inputs the ranking measures each group on (the bisection and the final error use all).
-RANK_FEEDS = 4
+RANK_FEEDS = 2
 
 
 def search_graph(

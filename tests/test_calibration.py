@@ -390,3 +390,43 @@ def test_edge_bench_fair_decoder_baseline_and_backends(tmp_path: Path) -> None:
     if importlib.util.find_spec("openvino") is not None:
         assert {"openvino f32", "openvino bf16"} <= set(rows)
     assert "no-cache decoder" in result.stdout
+
+
+def test_rewired_float_fallback_equals_float_and_the_full_quantization(
+    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """Keeping every quantized node float by rewiring gives the float graph back (Relus included);
+    keeping the backbone float removes its Q/DQ and leaves the transformer's."""
+    from h2a.calibration.qdq import RECIPES, GraphQuantizer
+    from h2a.calibration.sensitivity import node_groups, output_error, session
+    from h2a.calibration.traces import record_feeds
+
+    bundle = load_bundle(tiny_bundle)
+    cal, held = calib_set.load(calib_npz).split(4)
+    engine = Engine(bundle)
+    feeds, held_feeds = record_feeds(engine, cal, 2)["hoi"], record_feeds(engine, held, 2)["hoi"]
+    q = GraphQuantizer(bundle.graph_bytes("hoi"), "cpu", "minmax", tmp_path, "hoi")
+    q.compute_ranges(feeds)
+    recipe = RECIPES["cpu"]["hoi"][0]
+    reference = session(q.fp32_path.read_bytes())
+    groups = node_groups(q.model, recipe.op_types)
+    everything = [n for names in groups.values() for n in names]
+    as_float = onnx.load_from_string(q.quantize(recipe, everything))
+    assert output_error(reference, session(as_float.SerializeToString()), held_feeds) < 1e-5
+    assert not any(n.op_type == "QuantizeLinear" for n in as_float.graph.node)
+    full = onnx.load_from_string(q.quantize(recipe))
+    backbone = [n for g, names in groups.items() if g.startswith("backbone") for n in names]
+    part = onnx.load_from_string(q.quantize(recipe, backbone))
+    assert output_error(reference, session(part.SerializeToString()), held_feeds) > 1e-3
+
+    def quantized_inputs(model: onnx.ModelProto, scope: str) -> int:
+        producers = {o: n.op_type for n in model.graph.node for o in n.output}
+        return sum(
+            producers.get(i) == "DequantizeLinear"
+            for n in model.graph.node
+            if scope in n.name
+            for i in n.input
+        )
+
+    assert quantized_inputs(full, "/backbone/") > 0 and quantized_inputs(part, "/backbone/") == 0
+    assert quantized_inputs(part, "/encoder") == quantized_inputs(full, "/encoder") > 0
