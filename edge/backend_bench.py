@@ -71,11 +71,12 @@ def variants(fp32: Path, int8: Path | None, int8_s8: Path | None) -> list[tuple[
             ("openvino f32", fp32, BackendOptions("openvino", "f32")),
             ("openvino bf16", fp32, BackendOptions("openvino", "bf16")),
         ]
-    for label, path in (("int8 u8s8 (cpu)", int8), ("int8 s8s8 (tensorrt q/dq)", int8_s8)):
-        if path is not None:
-            out.append((f"onnxruntime {label}", path, ort))
-            if ov:
-                out.append((f"openvino {label}", path, BackendOptions("openvino", "f32")))
+    if int8 is not None:  # quantized for ONNX Runtime: OpenVINO refuses it (see select_backend)
+        out.append(("onnxruntime int8 u8s8 (cpu)", int8, ort))
+    if int8_s8 is not None:
+        out.append(("onnxruntime int8 s8s8 (tensorrt q/dq)", int8_s8, ort))
+        if ov:
+            out.append(("openvino int8 s8s8 (tensorrt q/dq)", int8_s8, BackendOptions("openvino", "f32")))
     return out
 
 

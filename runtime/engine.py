@@ -53,9 +53,11 @@ class Explanation:
     fields: CaptionFields
 
 
-#: What `--backend` accepts. A bundle of ONNX graphs runs on ONNX Runtime or OpenVINO; a bundle of
-#: TensorRT engines only on TensorRT. `auto`: the bundle's TensorRT engines where it has them, else
-#: OpenVINO where it is installed, else ONNX Runtime.
+#: What `--backend` accepts. A bundle of ONNX graphs runs on ONNX Runtime or OpenVINO, except an
+#: INT8 bundle quantized for ONNX Runtime (`--target cpu`: com.microsoft ops such as
+#: MatMulIntegerToFloat, which OpenVINO's reader gives another output rank); a bundle of TensorRT
+#: engines only on TensorRT. `auto`: the bundle's TensorRT engines where it has them, else OpenVINO
+#: where it is installed and the bundle suits it, else ONNX Runtime.
 RUNTIME_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 
 
@@ -90,8 +92,15 @@ def select_backend(bundle: Bundle, requested: str) -> str:
             f"{bundle.path} holds ONNX graphs; build TensorRT engines from it on the device with "
             "edge-export --backend tensorrt --onnx-bundle"
         )
+    for_ort = (bundle.manifest.provenance.get("calibration") or {}).get("target") == "cpu"
     if requested == "auto":
-        return "openvino" if backend_available("openvino") else "onnxruntime"
+        return "openvino" if backend_available("openvino") and not for_ort else "onnxruntime"
+    if requested == "openvino" and for_ort:
+        raise BackendError(
+            f"{bundle.path} was quantized for ONNX Runtime (edge-calibrate quantize --target cpu: its "
+            "fused INT8 ops are ONNX Runtime's own); run it with --backend onnxruntime, or quantize "
+            "with --target tensorrt (symmetric s8 Q/DQ), which OpenVINO runs"
+        )
     if not backend_available(requested):
         _, how = BACKEND_MODULES[requested]
         raise BackendError(f"--backend {requested}: it is not installed here ({how})")

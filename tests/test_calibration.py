@@ -430,3 +430,39 @@ def test_rewired_float_fallback_equals_float_and_the_full_quantization(
 
     assert quantized_inputs(full, "/backbone/") > 0 and quantized_inputs(part, "/backbone/") == 0
     assert quantized_inputs(part, "/encoder") == quantized_inputs(full, "/encoder") > 0
+
+
+def test_refinement_keeps_only_the_fine_groups_the_budget_needs() -> None:
+    from h2a.calibration.sensitivity import SearchClock, _refine, coarse_group
+
+    assert coarse_group("encoder.0.self_attn") == "encoder.0"
+    assert coarse_group("backbone.layer2") == coarse_group("backbone.conv1") == "backbone"
+    assert coarse_group("inst_decoder.layers.3") == "inst_decoder"
+    # in the boundary group only 'backbone.layer3' matters: float, it brings the error under budget
+    harm = {"backbone.layer1": 0.01, "backbone.layer2": 0.02, "backbone.layer3": 0.3, "backbone.layer4": 0.05}
+
+    def measure(kept: Sequence[str]) -> tuple[float, bytes]:
+        quantized = [g for g in harm if g not in kept]
+        return 0.02 + sum(harm[g] for g in quantized), b""
+
+    boundary = list(harm)
+    error, _, kept = _refine(
+        ["encoder.0"],
+        boundary,
+        measure(["encoder.0", *boundary]),
+        measure,
+        0.12,
+        SearchClock(),
+        lambda _: None,
+    )
+    assert kept == ["encoder.0", "backbone.layer3"] and error == pytest.approx(0.10)
+
+
+def test_cpu_int8_bundles_stay_on_onnxruntime(cpu_int8: Path) -> None:
+    from h2a.runtime.engine import select_backend
+    from h2a.runtime.errors import BackendError
+
+    bundle = load_bundle(cpu_int8)
+    assert select_backend(bundle, "auto") == "onnxruntime"
+    with pytest.raises(BackendError, match=r"quantized for ONNX Runtime .* --target tensorrt"):
+        select_backend(bundle, "openvino")
