@@ -48,3 +48,12 @@ def align_instances(
             if name in out:
                 out[name][b] = candidate[name][b][:, order]
     return out
+
+
+def worst_output_error(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> float:
+    """The worst output's relative L2 error ||c - r|| / ||r||, instance slots compared as sets."""
+    got = align_instances(reference, candidate)
+    return max(
+        float(np.linalg.norm(got[n] - reference[n]) / (np.linalg.norm(reference[n]) + 1e-12))
+        for n in reference
+    )

@@ -192,14 +192,12 @@ def engine_output_error(reference: Engine, candidate: Engine, frames_bgr: list[n
     """Output error of the candidate's `hoi` against the reference's on given frames (e.g. labelled
     images the calibration never saw), whatever backend and precision each runs: the direct
     symptom of ranges fitted to the wrong frames, or of a precision too coarse for the model."""
-    from h2a.calibration.instance_match import align_instances
+    from h2a.calibration.instance_match import worst_output_error
 
     errors = []
     for frame in frames_bgr:
         images = reference.preprocess(frame)[0].copy()
-        ref = reference.hoi.run({"images": images})
-        got = align_instances(ref, candidate.hoi.run({"images": images}))
         errors.append(
-            max(float(np.linalg.norm(got[n] - ref[n]) / (np.linalg.norm(ref[n]) + 1e-12)) for n in ref)
+            worst_output_error(reference.hoi.run({"images": images}), candidate.hoi.run({"images": images}))
         )
     return float(np.mean(errors))

@@ -26,19 +26,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 import cv2
 import numpy as np
 
-from h2a.edge.backend_bench import bench_backends, bench_no_cache
+from h2a.edge.backend_bench import CAPTION_TOKENS, anomalous_frame, bench_backends, bench_no_cache, timeit_ms
 from h2a.runtime.bundle import load_bundle
 from h2a.runtime.cli import run_main
 from h2a.runtime.engine import SPIN_MODES, BackendOptions, Engine
 from h2a.runtime.errors import H2AError
 
-CAPTION_TOKENS = 48
 #: The figures outside `--backends` are ONNX Runtime's, whatever else is installed.
 ORT = BackendOptions("onnxruntime")
 #: The pipeline run logs no status line (its figures come from its stats).
@@ -51,24 +49,14 @@ def _frames(size: tuple[int, int], count: int, seed: int = 0) -> list[np.ndarray
     return [np.roll(base, 4 * i, axis=1) for i in range(count)]
 
 
-def _timeit(fn: Any, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return median(times) * 1000
-
-
 def bench_caption(engine: Engine, repeats: int) -> dict[str, float]:
     det = engine.detect(_frames((640, 480), 1)[0])
     tokens = min(CAPTION_TOKENS, engine.manifest.decoder.max_len - 1)
     enc = engine.encode_caption(det)
     args = (enc["cross_k"], enc["cross_v"], enc["memory_bias"])
-    cached = _timeit(lambda: engine.decoder.decode(*args, tokens, True, False), repeats)
-    full = _timeit(lambda: engine.decoder.decode(*args, tokens, False, False), max(1, repeats // 3))
-    encode = _timeit(lambda: engine.encode_caption(det), repeats)
+    cached = timeit_ms(lambda: engine.decoder.decode(*args, tokens, True, False), repeats)
+    full = timeit_ms(lambda: engine.decoder.decode(*args, tokens, False, False), max(1, repeats // 3))
+    encode = timeit_ms(lambda: engine.encode_caption(det), repeats)
     return {
         "tokens": tokens,
         "kv_cache_ms": cached,
@@ -77,13 +65,6 @@ def bench_caption(engine: Engine, repeats: int) -> dict[str, float]:
         "cap_encoder_ms": encode,
         "per_token_ms": cached / tokens,
     }
-
-
-def _anomalous_frame(engine: Engine, frame: np.ndarray, tokens: int) -> None:
-    """What an alert costs: detect, then caption `tokens` tokens (EOS ignored so both bundles
-    decode the same length)."""
-    enc = engine.encode_caption(engine.detect(frame))
-    engine.decoder.decode(enc["cross_k"], enc["cross_v"], enc["memory_bias"], tokens, True, False)
 
 
 def bench_int8(fp32: Engine, int8: Engine, repeats: int) -> dict[str, Any]:
@@ -95,9 +76,9 @@ def bench_int8(fp32: Engine, int8: Engine, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {"tokens": tokens}
     for name, fn in (
         ("hoi", lambda e: lambda: e.hoi.run({"images": images})),
-        ("anomalous_frame", lambda e: lambda: _anomalous_frame(e, frame, tokens)),
+        ("anomalous_frame", lambda e: lambda: anomalous_frame(e, frame, tokens)),
     ):
-        f32, i8 = _timeit(fn(fp32), repeats), _timeit(fn(int8), repeats)
+        f32, i8 = timeit_ms(fn(fp32), repeats), timeit_ms(fn(int8), repeats)
         out[name] = {"fp32_ms": f32, "int8_ms": i8, "speedup": f32 / i8}
     f32c, i8c = bench_caption(fp32, repeats), bench_caption(int8, repeats)
     out["dec_step"] = {
@@ -190,7 +171,7 @@ def edge_run_peak_rss_mb(bundle_path: Path, video: Path, frames: int) -> float |
 def bench_torch(checkpoint: Path, engine: Engine, repeats: int) -> dict[str, float]:
     size = engine.manifest.preprocess.input_size
     images = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
-    ort_ms = _timeit(lambda: engine.hoi.run({"images": images}), repeats)
+    ort_ms = timeit_ms(lambda: engine.hoi.run({"images": images}), repeats)
     child = subprocess.run(
         [sys.executable, "-m", "h2a.export_tools.evaluation.torch_latency", str(checkpoint), str(repeats)],
         capture_output=True,
@@ -228,7 +209,7 @@ def run(
         "precision": {n: g.precision for n, g in bundle.manifest.graphs.items()},
         "hoi_spin": hoi_spin,  # the INT8 engine below uses the same mode
         "cold_start_s": cold,
-        "hoi_ms": _timeit(lambda: engine.hoi.run({"images": images}), repeats),
+        "hoi_ms": timeit_ms(lambda: engine.hoi.run({"images": images}), repeats),
         "caption": bench_caption(engine, repeats),
     }
     if no_cache_decoder is not None:
