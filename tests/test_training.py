@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from h2a.export_tools.data.annotations import read_iad
-from h2a.export_tools.data.dataset import HOIDataset, collate
+from h2a.export_tools.data.dataset import Augment, HOIDataset, collate
 from h2a.export_tools.data.generate import write_images
 from h2a.export_tools.models import CaptionModel, HOIEncoder, make_config
 from h2a.export_tools.models.backbone import resnet50
@@ -118,6 +118,25 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_samples_own_their_pixels_and_a_flip_mirrors_image_and_boxes(small_data: Path) -> None:
+    """The preprocessor reuses one output buffer, so a sample must not be a view of it."""
+    data = read_iad(small_data)
+    records = data.split("train")
+
+    def dataset(augment: Augment | None) -> HOIDataset:
+        return HOIDataset(records, data.objects, data.actions, data.anomalies, 64, augment)
+
+    plain = dataset(None)
+    first, second = plain[0], plain[1]
+    assert not torch.equal(first[0], second[0])
+    assert torch.equal(first[0], dataset(None)[0][0])
+    mirrored = dataset(Augment(flip=1.0, scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=0.0))
+    flipped = mirrored[0]
+    assert torch.allclose(flipped[0], first[0].flip(-1), atol=1e-6)
+    assert torch.allclose(flipped[1].boxes[:, 0], 1 - first[1].boxes[:, 0], atol=1e-5)
+    assert torch.equal(flipped[1].boxes[:, 1:], first[1].boxes[:, 1:])
 
 
 def test_ddp_two_cpu_processes_give_the_same_losses_as_one(small_data: Path, tmp_path: Path) -> None:

