@@ -466,3 +466,35 @@ def test_cpu_int8_bundles_stay_on_onnxruntime(cpu_int8: Path) -> None:
     assert select_backend(bundle, "auto") == "onnxruntime"
     with pytest.raises(BackendError, match=r"quantized for ONNX Runtime .* --target tensorrt"):
         select_backend(bundle, "openvino")
+
+
+def test_ranges_from_the_optimised_calibration_session_equal_onnxruntimes_own(
+    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """compute_ranges runs ONNX Runtime's augmented graph with graph optimisations on; every
+    tensor's min/max must equal what the calibrator's own unoptimised session collects."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, load_tensors_data
+
+    from h2a.calibration.qdq import CALIBRATED_OP_TYPES, GraphQuantizer, _Feeds
+    from h2a.calibration.traces import record_feeds
+
+    bundle = load_bundle(tiny_bundle)
+    cal, _ = calib_set.load(calib_npz).split(4)
+    feeds = record_feeds(Engine(bundle), cal, 2)["hoi"][:6]
+    q = GraphQuantizer(bundle.graph_bytes("hoi"), "cpu", "minmax", tmp_path, "hoi")
+    q.compute_ranges(feeds)
+    ours = load_tensors_data(q.ranges_path)
+    plain = create_calibrator(
+        q.source_path,
+        list(CALIBRATED_OP_TYPES),
+        augmented_model_path=str(tmp_path / "plain.onnx"),
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"symmetric": False},
+    )
+    plain.collect_data(_Feeds(feeds, q.input_names))
+    theirs = plain.compute_data()
+    names = set(theirs.keys())
+    assert set(ours.keys()) == names and len(names) > 20
+    for name in names:
+        got, want = np.asarray(ours[name].range_value), np.asarray(theirs[name].range_value)
+        assert np.allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max() + 1)), name
