@@ -49,7 +49,7 @@ native:
 test: lint typecheck $(if $(NVCC),native)
 	$(PY) -m pytest -q
 
-# Generates data, trains the tiny model (~12 min on 2 cores, cached in build/demo), evaluates,
+# Generates data, trains the tiny model (cached in build/demo; README gives measured times), evaluates,
 # exports, quantizes to INT8 behind the accuracy gate, renders videos and runs edge-run on them.
 demo: $(STAMP)
 	$(PY) -m h2a.export_tools.demo --out $(BUILD)/demo --bundle $(BUILD)/demo.plan
