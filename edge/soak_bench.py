@@ -115,8 +115,16 @@ def proc_sample(pid: int) -> Sample | None:
 
 
 def soak(
-    engine_path: Path, frames: int, period: int, max_growth: float, work: Path, progress: bool
+    engine_path: Path,
+    frames: int,
+    period: int,
+    max_growth: float,
+    work: Path,
+    progress: bool,
+    sample_every: float = SAMPLE_EVERY_S,
 ) -> SoakResult:
+    """`sample_every`: seconds between /proc samples; short runs (tests) sample faster, because a
+    quiet machine runs 2,000 tiny-bundle frames in under 10 s."""
     clip, config, alerts = work / "soak.mp4", work / "soak.toml", work / "alerts"
     engine = Engine(load_bundle(engine_path))
     kind = flapping_config(engine, config)
@@ -153,7 +161,7 @@ def soak(
                 f"  {s.t - started:6.0f} s  rss {s.rss_kb / 1024:.1f} MB  threads {s.threads}  fds {s.fds}",
                 flush=True,
             )
-        time.sleep(SAMPLE_EVERY_S)
+        time.sleep(sample_every)
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise H2AError(f"edge-run exited with {proc.returncode}")

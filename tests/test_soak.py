@@ -15,7 +15,9 @@ from h2a.edge.soak_bench import soak
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_short_soak_leaks_no_threads_or_descriptors(tiny_bundle: Path, tmp_path: Path) -> None:
-    result = soak(tiny_bundle, frames=2000, period=50, max_growth=0.25, work=tmp_path, progress=False)
+    result = soak(
+        tiny_bundle, frames=2000, period=50, max_growth=0.25, work=tmp_path, progress=False, sample_every=0.2
+    )
     assert result.frames == 2000 and result.alerts >= 15, result
     assert result.threads_end <= result.threads_warm and result.fds_end <= result.fds_warm, result
     assert result.status_lines >= 2 and result.longest_status_gap_s < 10.0, result
