@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from h2a.export_tools.checkpoint import load_checkpoint
 from h2a.export_tools.data.annotations import read_iad
 from h2a.export_tools.data.dataset import Augment, HOIDataset, collate
 from h2a.export_tools.data.generate import write_images
@@ -198,7 +199,10 @@ def test_torchvision_resnet50_state_dict_maps_onto_the_backbone(tmp_path: Path) 
         load_torchvision_resnet(resnet50(), tmp_path / "partial.pth")
 
 
-def test_edge_train_cli_runs_all_stages_and_reports_errors(small_data: Path, tmp_path: Path) -> None:
+def test_edge_train_cli_runs_all_stages_and_reports_errors(
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training processes inherit it
     out = tmp_path / "run"
     missing = run_cli(
         "h2a.export_tools.training.cli", "caption", "--data", str(small_data), "--out", str(out)
@@ -223,6 +227,12 @@ def test_edge_train_cli_runs_all_stages_and_reports_errors(small_data: Path, tmp
         assert result.returncode == 0, result.stderr
         assert (out / f"metrics_{stage}.csv").is_file()
     assert (out / "teacher.pt").is_file()
+    stages = load_checkpoint(out / "model.pt")[0].meta["stages"]
+    assert {name: info["torch_threads"] for name, info in stages.items()} == {
+        "hoi": 1,
+        "caption": 1,
+        "distill": 1,
+    }
     exported = run_cli(
         "h2a.export_tools.export.cli", "--model-dir", str(out), "--out", str(tmp_path / "m.plan"), "--quiet"
     )
