@@ -32,9 +32,10 @@ VIDEO_COUNT = 4  # three clips with an event, the fourth normal throughout
 CALIBRATION_FRAMES = 64
 #: Normal clips the model never saw, for its false alarms per hour (45 x 8 s = 6 minutes).
 NORMAL_CLIPS, NORMAL_SEED = 45, 99
-#: Epochs: 2,800 HOI steps, 1,000 teacher and 1,400 student steps. Measured with generator 3, 24
-#: instance queries and three demos sharing 2 cores: HOI 1,457-1,549 s, teacher + student
-#: 1,643-1,683 s each.
+#: Epochs: 2,800 HOI steps, 1,000 teacher and 1,400 student steps. Measured with generator 3 and
+#: 24 instance queries, a fresh-clone `make demo` alone on 2 cores: HOI 846 s, teacher + student
+#: 690 s (over the 15-minute training aim); three demos sharing 2 cores took 1,457-1,549 s and
+#: 1,643-1,683 s.
 HOI_EPOCHS, TEACHER_EPOCHS, STUDENT_EPOCHS = 14, 10, 14
 #: The tiny decoder (d=64) flips greedy tokens at the default 0.05 output-error budget (token
 #: agreement 87% < the gate's 90%); at 0.005 the sensitivity search keeps its most sensitive
