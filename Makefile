@@ -33,8 +33,12 @@ $(TRT_STUBS): | $(STAMP)
 	sed -i -E 's/, channel_axis: int\)/, channel_axis: int = ...)/' $(TRT_STUBS)
 	$(PY) -m pip uninstall -q -y tensorrt-stubs
 
+# mypy sees the checkout as the package `h2a` (a link in build/mypy-root), as the installed
+# package maps it; checked as plain folders, every `from h2a...` import would be Any to mypy.
 typecheck: $(STAMP) $(TRT_STUBS)
-	$(VENV)/bin/mypy .
+	mkdir -p $(BUILD)/mypy-root && ln -sfn "$(CURDIR)" $(BUILD)/mypy-root/h2a
+	cd $(BUILD)/mypy-root && MYPYPATH="$(CURDIR)/$(BUILD)/mypy-root:$(CURDIR)/$(BUILD)/trt-stubs" \
+	  "$(CURDIR)/$(VENV)/bin/mypy" --config-file "$(CURDIR)/pyproject.toml" --explicit-package-bases h2a
 	@echo "TensorRT code checked against tensorrt-stubs 10.13 (targets TensorRT 10.3 / JetPack 6)"
 
 # The CUDA pre-processing library (cmake/): built wherever nvcc is, GPU or not; its tests then check

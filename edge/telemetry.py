@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from datetime import datetime
 
 import numpy as np
@@ -40,7 +41,12 @@ def iso_time(t: float) -> str:
 
 
 def log_event(event: str, level: int = logging.INFO, **fields: object) -> None:
-    LOG.log(level, event, extra={"fields": fields})
+    log_fields(event, fields, level)
+
+
+def log_fields(event: str, fields: Mapping[str, object], level: int = logging.INFO) -> None:
+    """`log_event` for fields gathered in a mapping (a key may be named like a parameter)."""
+    LOG.log(level, event, extra={"fields": dict(fields)})
 
 
 class Stats:

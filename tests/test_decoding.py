@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -38,7 +40,13 @@ def test_kv_cache_decoding_equals_full_recompute_in_torch(seed: int) -> None:
             mask,
             torch.rand(1, g, 8),
         )
-    kwargs = {"bos_id": 2, "eos_id": 3, "no_repeat_ngram": 3, "max_new_tokens": 40, "stop_at_eos": False}
+    kwargs: dict[str, Any] = {
+        "bos_id": 2,
+        "eos_id": 3,
+        "no_repeat_ngram": 3,
+        "max_new_tokens": 40,
+        "stop_at_eos": False,
+    }
     cached = greedy_decode(model, memory, bias, use_cache=True, **kwargs)
     full = greedy_decode(model, memory, bias, use_cache=False, **kwargs)
     assert len(cached) == 40

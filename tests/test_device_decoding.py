@@ -10,7 +10,7 @@ logits, and the captions equal the host decoder's token for token.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -62,7 +62,7 @@ class OnnxOnDevice:
 
     def __init__(self, graph: Any, cuda: Any) -> None:
         self.graph, self.raw = graph, cuda
-        self.cuda = CountingCuda(cuda)
+        self.cuda: Any = CountingCuda(cuda)
         self.stream = cuda.stream_create()
         self.outputs: dict[str, int] = {}
         self.steps = 0
@@ -109,7 +109,7 @@ def test_device_cache_decodes_what_the_host_cache_decodes(tiny_bundle: Path) -> 
     engine = Engine(load_bundle(tiny_bundle))
     cuda = CudaPython()
     step = OnnxOnDevice(engine.decoder.step, cuda)
-    device = DeviceGreedyDecoder(step, engine.manifest.decoder)
+    device = DeviceGreedyDecoder(cast(Any, step), engine.manifest.decoder)  # has what the decoder calls
     for frame in _frames()[:4]:
         detection = engine.detect(frame)
         enc = engine.encode_caption(detection)

@@ -82,6 +82,7 @@ def test_video_to_alerts_with_boxes_captions_and_snapshots(
     for t in alert.triplets:
         x1, y1, x2, y2 = t["subject_box"]
         assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 120
+    assert alert.snapshot is not None
     snapshot = cv2.imread(str(alerts / alert.snapshot))
     assert snapshot is not None and snapshot.shape[1] == 160 and snapshot.shape[0] > 120  # caption band
     assert store.integrity() == "ok"

@@ -68,5 +68,5 @@ def test_caption_queue_drops_only_peak_recaptions_when_full() -> None:
     q.put(CaptionJob(Change.OPENED, event))
     q.put(CaptionJob(Change.PEAK, event))  # full: the older peak goes
     q.put(CaptionJob(Change.CLOSED, event))  # closings are never dropped
-    changes = [job.change for job in (q.get(), q.get(), q.get()) if job is not None]
+    changes = [job.change for job in (q.get(), q.get(), q.get()) if isinstance(job, CaptionJob)]
     assert changes == [Change.OPENED, Change.PEAK, Change.CLOSED] and stats.get("captions_dropped") == 1

@@ -80,7 +80,9 @@ def test_preprocess_shares_the_training_letterbox(pair: tuple[Checkpoint, Engine
     image, _ = ds[0]
     import cv2
 
-    runtime, _ = engine.preprocess(cv2.imread(str(data.records[0].file)))
+    photo = cv2.imread(str(data.records[0].file))
+    assert photo is not None
+    runtime, _ = engine.preprocess(photo)
     np.testing.assert_array_equal(image.numpy(), runtime[0])
 
 

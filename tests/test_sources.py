@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 
 from h2a.edge.sources import FrameSource, SourceSpec, gstreamer_available, parse_source
@@ -42,7 +44,7 @@ def test_live_source_reconnects_after_a_drop_and_a_failed_open() -> None:
         reconnect_min=0.01,
         reconnect_max=0.02,
         stop=lambda: len(got) >= 5,
-        opener=opener,
+        opener=cast(Any, opener),  # a stand-in for cv2.VideoCapture
     )
     for frame in source:
         got.append(frame.index)

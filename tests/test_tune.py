@@ -89,19 +89,19 @@ def test_calibrate_on_normal_footage_meets_the_target_on_held_out_footage(tmp_pa
         clips.append(clip_scores(f"site{i}", np.stack([fighting, riot], 1)))
     normal = make_cache(clips)
     base = {t: TypeThresholds(enter=0.5, exit=0.35, min_duration=0.5, cooldown=10.0, ema=0.5) for t in TYPES}
-    (fighting, riot) = calibrate(normal, base, target_fa_per_hour=0.5, holdout=0.3)
-    assert fighting.after == base["fighting"]  # already quiet: never lowered by default
-    assert riot.after.enter > 0.69 and riot.held_out_fa_per_hour <= 0.5 and riot.target_met
-    assert riot.held_out_fa_per_hour_before > 0.5  # it was noisy before
-    assert riot.after.enter - riot.after.exit == pytest.approx(0.15)  # the hysteresis gap is kept
+    (fighting_cal, riot_cal) = calibrate(normal, base, target_fa_per_hour=0.5, holdout=0.3)
+    assert fighting_cal.after == base["fighting"]  # already quiet: never lowered by default
+    assert riot_cal.after.enter > 0.69 and riot_cal.held_out_fa_per_hour <= 0.5 and riot_cal.target_met
+    assert riot_cal.held_out_fa_per_hour_before > 0.5  # it was noisy before
+    assert riot_cal.after.enter - riot_cal.after.exit == pytest.approx(0.15)  # the hysteresis gap is kept
 
     config = tmp_path / "edge.toml"
     config.write_text('# gate camera\n[camera]\nname = "gate-1"  # the north gate\n')
-    write_thresholds(config, [fighting, riot], TYPES, "0.5 FA/h target")
+    write_thresholds(config, [fighting_cal, riot_cal], TYPES, "0.5 FA/h target")
     text = config.read_text()
     assert "# gate camera" in text and "# the north gate" in text  # the user's comments survive
     loaded = load_config(config, TYPES, {})
-    assert loaded.thresholds["riot"].enter == pytest.approx(riot.after.enter)
+    assert loaded.thresholds["riot"].enter == pytest.approx(riot_cal.after.enter)
     assert loaded.camera.name == "gate-1"
 
 

@@ -100,7 +100,7 @@ def write_videos(
         base = 10_000 * (index + 1)
         normal = gen.scene(base, kind=str(rng.choice(list(NORMAL_SCENES))), background=base)
         has_event = not normal_only and index % 4 != 3  # every fourth clip stays normal throughout
-        events = []
+        events: list[dict[str, Any]] = []
         anomalous = None
         start = end = -1
         if has_event:

@@ -178,7 +178,7 @@ class Trainer:
                     row = {
                         "step": float(self.step),
                         "epoch": float(self.epoch),
-                        "lr": self.scheduler.get_last_lr()[0],
+                        "lr": float(self.scheduler.get_last_lr()[0]),
                         **parts,
                         "time": time.time(),
                     }
