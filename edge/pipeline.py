@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,9 +32,9 @@ from h2a.edge.queues import CaptionJob, CaptionQueue, FrameQueue
 from h2a.edge.sd_notify import Notifier
 from h2a.edge.sources import Frame, FrameSource, SourceSpec
 from h2a.edge.status_file import write_status
-from h2a.edge.telemetry import Stats, iso_time, log_event
+from h2a.edge.telemetry import Stats, iso_time, log_event, log_fields
 from h2a.edge.zones import Masker, zones_of
-from h2a.runtime.engine import Detection, Engine
+from h2a.runtime.engine import Detection, Engine, PendingDetection
 
 #: A peak must beat the score of the last caption by this much to be captioned again.
 PEAK_RECAPTION_MIN_GAIN = 0.05
@@ -96,6 +97,7 @@ class Pipeline:
         recording = (options.record or self.config.record.enabled) and options.alerts_dir is not None
         self.recorder = EvidenceRecorder(self.config.record) if recording else None
         self._position_offset = 0.0  # frame timestamp - its position in the source (constant per source)
+        self._in_flight: deque[tuple[Frame, PendingDetection, float]] = deque()  # submitted, not finished
         self.error: BaseException | None = None
         self.notifier = Notifier()  # systemd Type=notify: READY, WATCHDOG, STOPPING
         self.reload_requested = threading.Event()  # set by SIGHUP (edge-run)
@@ -146,6 +148,7 @@ class Pipeline:
             if frame is False:
                 break
             if not isinstance(frame, Frame):
+                self._finish_in_flight()  # no new frame: a frame still on the GPU must not wait
                 continue
             cam = self.config.camera
             if frame.index % cam.frame_stride:
@@ -155,11 +158,12 @@ class Pipeline:
                 if wait > 0:
                     time.sleep(wait)
                 last_frame_time = time.monotonic()
-            self._process(frame)
+            self._submit(frame)
             last_t = frame.timestamp
             processed += 1
             if self.options.max_frames and processed >= self.options.max_frames:
                 break
+        self._finish_in_flight()
         self.notifier.stopping()
         self.stop_event.set()
         for update in self.events.close_all(last_t):
@@ -178,13 +182,26 @@ class Pipeline:
             raise self.error
         return self.stats
 
-    def _process(self, frame: Frame) -> None:
-        self._position_offset = frame.timestamp - frame.position
+    def _submit(self, frame: Frame) -> None:
+        """Start detecting `frame`; finish the frames before it beyond what the engine overlaps
+        (on the GPU, frame t+1's upload runs while frame t is inferred: `Engine.frames_ahead`)."""
         image = self.masker(frame.image, self.config.masks)
         started = time.perf_counter()
         score = self.config.detection.triplet_score
-        detection = self.engine.detect(image, score if score >= 0 else None)
-        self.stats.time("detect", time.perf_counter() - started)
+        pending = self.engine.submit(image, score if score >= 0 else None)
+        self._in_flight.append((frame, pending, time.perf_counter() - started))
+        while len(self._in_flight) > self.engine.frames_ahead:
+            self._finish(*self._in_flight.popleft())
+
+    def _finish_in_flight(self) -> None:
+        while self._in_flight:
+            self._finish(*self._in_flight.popleft())
+
+    def _finish(self, frame: Frame, pending: PendingDetection, submit_s: float) -> None:
+        self._position_offset = frame.timestamp - frame.position
+        started = time.perf_counter()
+        detection = self.engine.result(pending)
+        self.stats.time("detect", submit_s + time.perf_counter() - started)
         self.stats.count("frames_processed")
         started = time.perf_counter()
         finished = self.recorder.add(frame.timestamp, frame.image) if self.recorder is not None else []
@@ -248,7 +265,9 @@ class Pipeline:
             if self.recorder is not None:
                 self.recorder.start(event.uid, event.peak_time)
         event.captioned_score = event.peak_score
-        self.captions.put(CaptionJob(change, event, image.copy(), detection, zones))
+        # on the GPU the image tokens move into a buffer of their own, device to device
+        kept = self.engine.keep_for_caption(detection)
+        self.captions.put(CaptionJob(change, event, image.copy(), kept, zones))
 
     def _status(self, running: bool = True) -> None:
         snap = self.stats.snapshot()
@@ -257,7 +276,7 @@ class Pipeline:
         snap["reconnects"] = self.source.reconnects
         snap["freezes"] = self.source.freezes
         snap["bad_frames"] = self.source.bad_frames
-        log_event("status", **snap)
+        log_fields("status", snap)
         if self.options.alerts_dir is not None:
             about = {
                 "camera": self.config.camera.name,

@@ -11,39 +11,19 @@ step graph's own stream (so they are ordered before the next step without a sync
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from h2a.runtime.backends import DevicePointer
-from h2a.runtime.backends.cuda_memory import Cuda
+from h2a.runtime.backends import DeviceGraphRunner, DevicePointer
 from h2a.runtime.decoding import GreedyDecoder
 from h2a.runtime.manifest import DecoderConstants
 
 FLOAT_BYTES = 4  # the step graph's K/V and bias inputs are float32 (TensorRT keeps float I/O)
 
 
-class DeviceStepRunner(Protocol):
-    """A step graph that takes device inputs and can leave outputs on the device (TrtGraph)."""
-
-    cuda: Cuda
-    stream: int
-
-    @property
-    def input_names(self) -> list[str]: ...
-
-    @property
-    def output_names(self) -> list[str]: ...
-
-    def run_device(
-        self, inputs: dict[str, Any], host_outputs: set[str]
-    ) -> tuple[dict[str, np.ndarray], dict[str, DevicePointer]]:
-        """Run; -> (the `host_outputs` copied to host, every output's device buffer)."""
-        ...
-
-
 class DeviceGreedyDecoder(GreedyDecoder):
-    def __init__(self, step: DeviceStepRunner, consts: DecoderConstants) -> None:
+    def __init__(self, step: DeviceGraphRunner, consts: DecoderConstants) -> None:
         super().__init__(step, consts)  # the base class keeps its host buffers, unused here
         self.device_step = step
         self.cuda = step.cuda

@@ -4,6 +4,12 @@
 builds the HOI tag tokens, runs `cap_encoder` once and greedy-decodes with `dec_step` over the
 preallocated KV cache. The pipeline calls them from different threads (detection never waits
 for captions); one Engine must not run `detect` on two threads at once.
+
+`detect` is `submit` then `result`. On the TensorRT path the two are apart: the pipeline submits
+frame t+1 (its upload starts on its own stream) before it waits for frame t, so the upload
+overlaps frame t's inference (`frames_ahead` says how many frames a caller may submit ahead), and
+`keep_for_caption` hands a frame's image tokens to `cap_encoder` device to device
+(`runtime/backends/token_handoff.py`). On the CPU backends `submit` does the whole work.
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from h2a.runtime.backends import GraphRunner
+from h2a.runtime.backends import DeviceGraphRunner, GraphRunner
 from h2a.runtime.backends.frame_input import FrameInput, open_frame_input
+from h2a.runtime.backends.token_handoff import DeviceTokens, TokenPool
 from h2a.runtime.bundle import BACKEND_MODULES, Bundle, backend_available
 from h2a.runtime.caption_text import CaptionFields, parse_caption
 from h2a.runtime.decoding import GreedyDecoder
@@ -35,7 +42,8 @@ class Detection:
     anomaly: dict[str, float]  # probability per anomaly type
     triplets: list[Triplet]  # best first, boxes on the model input (cx, cy, w, h in [0, 1])
     geometry: Letterbox
-    image_tokens: np.ndarray  # (1, T, D), kept for the caption of this frame
+    image_tokens: np.ndarray | DeviceTokens  # (1, T, D), for the caption of this frame (on the GPU path,
+    # in device memory: see Engine.keep_for_caption)
 
     def frame_boxes(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Subject and object boxes of each triplet in frame pixels (x1, y1, x2, y2)."""
@@ -190,6 +198,22 @@ def hoi_spins(bundle: Bundle, mode: str) -> bool:
     return mode == "on"
 
 
+#: `hoi` output buffers on the TensorRT path: the frame being waited for and the one queued behind it.
+HOI_SLOTS = 2
+
+
+@dataclass
+class PendingDetection:
+    """A frame submitted to `hoi`; `Engine.result` waits for it. `run`: the backend's pending run
+    (TensorRT), or the outputs themselves (CPU backends, where `submit` did the work)."""
+
+    run: Any
+    geometry: Letterbox
+    min_triplet_score: float | None
+    max_triplets: int
+    sequence: int
+
+
 class Engine:
     def __init__(
         self,
@@ -221,7 +245,7 @@ class Engine:
         step = load("dec_step", caption_threads)
         # on the GPU the KV cache stays in device memory (runtime/device_decoding.py)
         self.decoder = (
-            DeviceGreedyDecoder(step, m.decoder)  # a TrtGraph
+            DeviceGreedyDecoder(cast(DeviceGraphRunner, step), m.decoder)  # a TrtGraph
             if m.backend == "tensorrt"
             else GreedyDecoder(step, m.decoder)
         )
@@ -232,14 +256,29 @@ class Engine:
         self.frame_input: FrameInput = open_frame_input(m.backend, self.hoi, self.preprocess)
         self.objects, self.actions, self.anomalies = m.labels.objects, m.labels.actions, m.labels.anomalies
         self.min_triplet_score = m.thresholds.hoi_score
+        on_gpu = m.backend == "tensorrt"
+        #: Frames a caller may submit before waiting for the oldest (the pipeline overlaps them).
+        self.frames_ahead = HOI_SLOTS - 1 if on_gpu else 0
+        # the TensorRT graphs, seen as what they are (None on the CPU backends)
+        self._gpu_hoi = cast(DeviceGraphRunner, self.hoi) if on_gpu else None
+        self._gpu_cap = cast(DeviceGraphRunner, self.cap_encoder) if on_gpu else None
+        self.tokens = TokenPool(self._gpu_hoi.cuda) if self._gpu_hoi is not None else None
+        self._submitted = 0
 
     def detect(
         self, frame_bgr: np.ndarray, min_triplet_score: float | None = None, max_triplets: int = MAX_TRIPLETS
     ) -> Detection:
         """`min_triplet_score` defaults to the bundle's threshold; evaluation lowers it to see the
         whole precision-recall curve."""
+        return self.result(self.submit(frame_bgr, min_triplet_score, max_triplets))
+
+    def submit(
+        self, frame_bgr: np.ndarray, min_triplet_score: float | None = None, max_triplets: int = MAX_TRIPLETS
+    ) -> PendingDetection:
+        """Start detecting a frame. At most `frames_ahead` earlier submissions may still be waiting
+        for `result`, which must be called in submission order."""
         images, geometry = self.frame_input(frame_bgr)
-        return self.detect_preprocessed(images, geometry, min_triplet_score, max_triplets)
+        return self._submit(images, geometry, min_triplet_score, max_triplets)
 
     def detect_preprocessed(
         self,
@@ -249,22 +288,89 @@ class Engine:
         max_triplets: int = MAX_TRIPLETS,
     ) -> Detection:
         """`detect` from an already pre-processed (1, 3, S, S) input (calibration replays these)."""
-        out = self.hoi.run({"images": images})
-        score = self.min_triplet_score if min_triplet_score is None else min_triplet_score
+        return self.result(self._submit(images, geometry, min_triplet_score, max_triplets))
+
+    def _submit(
+        self, images: Any, geometry: Letterbox, min_triplet_score: float | None, max_triplets: int
+    ) -> PendingDetection:
+        sequence = self._submitted
+        self._submitted += 1
+        if self._gpu_hoi is None:
+            run: Any = self.hoi.run({"images": images})
+        else:  # TrtGraph: queue it; the image tokens stay on the device
+            host = set(self.hoi.output_names) - {"image_tokens"}
+            run = self._gpu_hoi.enqueue({"images": images}, host, slot=sequence % HOI_SLOTS)
+        return PendingDetection(run, geometry, min_triplet_score, max_triplets, sequence)
+
+    def result(self, pending: PendingDetection) -> Detection:
+        if self.tokens is None:
+            out = pending.run
+            tokens: np.ndarray | DeviceTokens = out["image_tokens"]
+        else:
+            out, device = pending.run.wait()
+            tokens = DeviceTokens(device["image_tokens"], sequence=pending.sequence)
+        score = self.min_triplet_score if pending.min_triplet_score is None else pending.min_triplet_score
         return Detection(
             anomaly=anomaly_probabilities(out, self.anomalies),
-            triplets=decode_triplets(out, self.objects, self.actions, score, max_triplets=max_triplets),
-            geometry=geometry,
-            image_tokens=out["image_tokens"],
+            triplets=decode_triplets(
+                out, self.objects, self.actions, score, max_triplets=pending.max_triplets
+            ),
+            geometry=pending.geometry,
+            image_tokens=tokens,
         )
+
+    def keep_for_caption(self, detection: Detection) -> Detection:
+        """The detection with image tokens that outlive later frames, for a caption on another
+        thread. Call it on the detecting thread before submitting the frame after next. CPU
+        backends: the detection as it is (its tokens are a host array already)."""
+        tokens = detection.image_tokens
+        if not isinstance(tokens, DeviceTokens) or tokens.sequence < 0:
+            return detection
+        assert self.tokens is not None and self._gpu_hoi is not None
+        self._check_fresh(tokens)
+        kept = self.tokens.keep(tokens.pointer, self._gpu_hoi.stream)
+        return dataclasses.replace(detection, image_tokens=kept)
+
+    def _check_fresh(self, tokens: DeviceTokens) -> None:
+        if self._submitted - tokens.sequence > HOI_SLOTS:  # frame sequence + HOI_SLOTS reuses its slot
+            raise BackendError(
+                f"image tokens of frame {tokens.sequence} were overwritten by frame "
+                f"{tokens.sequence + HOI_SLOTS}: "
+                "call Engine.keep_for_caption before submitting further frames"
+            )
+
+    def close(self) -> None:
+        """Free the GPU path's buffers, streams and events (CPU backends hold none). Call it after
+        the last `result` and caption, while CUDA is still alive (before interpreter exit)."""
+        if self._gpu_hoi is None or self.tokens is None:
+            return
+        for part in (
+            self.frame_input,
+            self.decoder,
+            self.tokens,
+            self.hoi,
+            self.cap_encoder,
+            self.decoder.step,
+        ):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
 
     def encode_caption(self, detection: Detection) -> dict[str, np.ndarray]:
         """HOI tag tokens of the detection + `cap_encoder`: the cross K/V the decoder reads."""
         ids, mask, boxes = build_tag_inputs(
             detection.triplets, self.tokenizer, self.manifest.decoder.max_tag_tokens
         )
+        tokens: Any = detection.image_tokens
+        if isinstance(tokens, DeviceTokens):
+            if tokens.sequence >= 0:
+                self._check_fresh(tokens)  # still in hoi's output buffer, complete since `result`
+            else:  # kept: cap_encoder's stream waits until the copy on hoi's stream is done
+                assert self._gpu_cap is not None
+                self._gpu_cap.cuda.stream_wait_event(self._gpu_cap.stream, tokens.ready)
+            tokens = tokens.pointer
         return self.cap_encoder.run(
-            {"image_tokens": detection.image_tokens, "tag_ids": ids, "tag_mask": mask, "tag_boxes": boxes}
+            {"image_tokens": tokens, "tag_ids": ids, "tag_mask": mask, "tag_boxes": boxes}
         )
 
     def explain(self, detection: Detection, max_new_tokens: int | None = None) -> Explanation:

@@ -293,6 +293,38 @@ def test_gpu_frame_input_feeds_the_reference_input_through_cuda_python(lib: ctyp
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU and CuPy (run on a lent GPU machine)")
+def test_gpu_frame_input_double_buffered_upload_runs_ahead_and_stays_right(lib: ctypes.CDLL) -> None:
+    """As the engine runs it: frame t+1 is submitted (its upload queued on the upload stream)
+    before anything waits for frame t, with busy work standing in for `hoi` on the stream between
+    kernels. Each frame's input, copied out right after its kernel on the stream, must still be
+    its own frame's reference: the events keep the upload of t+1 off the buffer kernel t reads."""
+    import cupy
+
+    from h2a.runtime.backends.cuda_memory import CudaPython
+    from h2a.runtime.backends.frame_input import GpuFrameInput
+
+    cuda = CudaPython()
+    stream = cuda.stream_create()
+    pre = Preprocessor(320)
+    gpu = GpuFrameInput(cuda, stream, pre, lib._name)
+    frames = [*_frames()[:6], *_frames()[:3]]
+    outs = [cuda.pinned_empty((1, 3, 320, 320), np.dtype(np.float32)) for _ in frames]
+    busy = cupy.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+    with cupy.cuda.ExternalStream(stream):
+        for frame, out in zip(frames, outs, strict=True):
+            pointer, _ = gpu(frame)
+            cuda.dtoh_async(out, pointer.ptr, stream)
+            for _ in range(4):  # `hoi` stand-in: a few ms of work on its stream
+                busy = busy @ busy
+                busy /= cupy.abs(busy).max()
+    cuda.stream_sync(stream)
+    for frame, out in zip(frames, outs, strict=True):
+        assert _pixel_error(out[0], pre(frame)[0][0]) <= ONE_LEVEL
+    gpu.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU and CuPy (run on a lent GPU machine)")
 def test_gpu_cuda_python_works_from_a_worker_thread_and_frees_pinned_buffers() -> None:
     """The caption worker allocates and copies on its own thread (review finding 2): with
     cuda-python's runtime API on the primary context that needs no context juggling."""

@@ -7,11 +7,14 @@ execution providers) and a native TensorRT engine are interchangeable behind the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from h2a.runtime.graphs import TensorInfo
+
+if TYPE_CHECKING:
+    from h2a.runtime.backends.cuda_memory import Cuda
 
 
 class GraphRunner(Protocol):
@@ -35,3 +38,27 @@ class DevicePointer:
 
     ptr: int
     shape: tuple[int, ...]
+
+
+class PendingRun(Protocol):
+    def wait(self) -> tuple[dict[str, np.ndarray], dict[str, DevicePointer]]:
+        """Block until the run finished; -> (host copies of the outputs asked for, device outputs)."""
+        ...
+
+
+class DeviceGraphRunner(GraphRunner, Protocol):
+    """A graph on the GPU (the TensorRT backend): inputs may be DevicePointers, outputs can stay on
+    the device, and a run can be queued without waiting for it."""
+
+    cuda: Cuda
+    stream: int
+
+    def run_device(
+        self, inputs: dict[str, Any], host_outputs: set[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, DevicePointer]]:
+        """Run and wait; -> (the `host_outputs` copied to host, every output's device buffer)."""
+        ...
+
+    def enqueue(self, inputs: dict[str, Any], host_outputs: set[str], slot: int) -> PendingRun:
+        """Queue a run into `slot`'s buffers; the caller waits with `PendingRun.wait`."""
+        ...

@@ -30,6 +30,11 @@ class Cuda(Protocol):
         self, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, height: int, stream: int
     ) -> None: ...
     def zero_async(self, ptr: int, nbytes: int, stream: int) -> None: ...
+    def event_create(self) -> int: ...
+    def event_record(self, event: int, stream: int) -> None: ...
+    def event_sync(self, event: int) -> None: ...
+    def stream_wait_event(self, stream: int, event: int) -> None: ...
+    def event_destroy(self, event: int) -> None: ...
     def compute_capability(self) -> tuple[int, int]: ...
 
 
@@ -48,6 +53,7 @@ class PyCuda:
         self._allocs: dict[int, Any] = {}
         self._streams: dict[int, Any] = {}
         self._pinned: dict[int, Any] = {}
+        self._events: dict[int, Any] = {}
 
     @contextlib.contextmanager
     def _current(self) -> Iterator[None]:
@@ -114,6 +120,29 @@ class PyCuda:
     def zero_async(self, ptr: int, nbytes: int, stream: int) -> None:
         with self._current():
             self.drv.memset_d8_async(ptr, 0, nbytes, self._streams[stream])
+
+    def event_create(self) -> int:
+        with self._current():
+            event = self.drv.Event(self.drv.event_flags.DISABLE_TIMING)
+        key = id(event)
+        self._events[key] = event
+        return key
+
+    def event_record(self, event: int, stream: int) -> None:
+        with self._current():
+            self._events[event].record(self._streams[stream])
+
+    def event_sync(self, event: int) -> None:
+        with self._current():
+            self._events[event].synchronize()
+
+    def stream_wait_event(self, stream: int, event: int) -> None:
+        with self._current():
+            self._streams[stream].wait_for_event(self._events[event])
+
+    def event_destroy(self, event: int) -> None:
+        with self._current():
+            del self._events[event]
 
     def compute_capability(self) -> tuple[int, int]:
         with self._current():
@@ -191,6 +220,25 @@ class CudaPython:
 
     def zero_async(self, ptr: int, nbytes: int, stream: int) -> None:
         self._check(self.rt.cudaMemsetAsync(ptr, 0, nbytes, stream))
+
+    def event_create(self) -> int:
+        """An event for ordering only: no timing, so recording it costs next to nothing."""
+        flags = self.rt.cudaEventDisableTiming
+        return int(self._check(self.rt.cudaEventCreateWithFlags(flags)))
+
+    def event_record(self, event: int, stream: int) -> None:
+        self._check(self.rt.cudaEventRecord(event, stream))
+
+    def event_sync(self, event: int) -> None:
+        """Block this thread until the event's last record ran (at once if never recorded)."""
+        self._check(self.rt.cudaEventSynchronize(event))
+
+    def stream_wait_event(self, stream: int, event: int) -> None:
+        """Work queued on `stream` after this call waits for the event's most recent record."""
+        self._check(self.rt.cudaStreamWaitEvent(stream, event, 0))
+
+    def event_destroy(self, event: int) -> None:
+        self._check(self.rt.cudaEventDestroy(event))
 
     def compute_capability(self) -> tuple[int, int]:
         device = int(self._check(self.rt.cudaGetDevice()))

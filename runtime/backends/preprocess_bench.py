@@ -1,12 +1,16 @@
 """Pre-processing on the GPU vs on the CPU, measured in one run (needs a CUDA GPU and cuda-python).
 
     python -m h2a.runtime.backends.preprocess_bench [--frames 200] [--size 640] [--width 1920 --height 1080]
+        [--busy-launches 8]
 
 Both paths end with the network input (1, 3, S, S) float32 in device memory, as TensorRT wants it:
 - OpenCV: `Preprocessor` on the CPU, then the float tensor copied up (pinned buffer, one stream);
 - CUDA: the uint8 frame copied into one of two pinned buffers, uploaded and letterboxed by the
   library's kernel on one of two streams, so frame n+1's upload overlaps frame n's kernel.
-Also reported: the kernel alone, timed with CUDA events.
+Also reported: the kernel alone, timed with CUDA events; and the engine's own GPU frame input
+(`GpuFrameInput`) in the engine's loop (submit frame t+1, then wait for frame t) with busy work
+standing in for `hoi` (`--busy-launches` letterbox launches into a 2048 x 2048 scratch tensor),
+its upload on a stream of its own (as the engine runs it) against the upload on `hoi`'s stream.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from h2a.runtime.backends.cuda_memory import CudaPython
 from h2a.runtime.backends.cuda_preprocess import CudaPreprocessor, DeviceFrame
+from h2a.runtime.backends.frame_input import GpuFrameInput
 from h2a.runtime.cli import run_main
 from h2a.runtime.preprocess import Preprocessor
 
@@ -48,7 +53,7 @@ class Events:
         return float(ms)
 
 
-def bench(count: int, size: int, width: int, height: int) -> None:
+def bench(count: int, size: int, width: int, height: int, busy_launches: int) -> None:
     cuda = CudaPython()
     rt = cuda.rt
     frames = _frames(count, width, height)
@@ -121,8 +126,52 @@ def bench(count: int, size: int, width: int, height: int) -> None:
     print(f"{'  the kernel alone (CUDA events)':<58} {kernel_ms:>9.3f}")
     print(f"{'  the uint8 upload alone (CUDA events)':<58} {upload_ms:>9.3f}")
     print(f"speed-up of the CUDA path: {opencv_ms / cuda_ms:.1f}x")
+    loop = engine_loop_ms(cuda, count, size, width, height, busy_launches)
+    print(f"engine loop, GpuFrameInput + {busy_launches} stand-in launches per frame:")
+    for mode, ms in loop.items():
+        print(f"  {mode:<56} {ms:>9.3f}")
+    serial, overlapped = loop.values()
+    print(f"overlap gain of the upload stream: {serial / overlapped:.2f}x")
     for ptr in [dst, *device, *outs]:
         cuda.device_free(ptr)
+
+
+#: Side of the stand-in inference's output: large enough that a launch takes a fraction of a ms.
+BUSY_SIDE = 2048
+
+
+def engine_loop_ms(
+    cuda: CudaPython, count: int, size: int, width: int, height: int, busy_launches: int
+) -> dict[str, float]:
+    """ms per frame of the engine's frame input + a stand-in `hoi`, upload overlapped or not."""
+    frames = _frames(count, width, height)
+    busy = CudaPreprocessor(BUSY_SIDE)
+    busy_frame = DeviceFrame(cuda.device_alloc(width * height * 3), width, height, width * 3)
+    scratch = cuda.device_alloc(3 * BUSY_SIDE * BUSY_SIDE * 4)
+    result = {}
+    for mode in ("upload on hoi's stream", "upload on its own stream (the engine)"):
+        stream = cuda.stream_create()
+        frame_input = GpuFrameInput(cuda, stream, Preprocessor(size))
+        if mode.startswith("upload on hoi"):
+            frame_input.upload_stream = stream  # the copy queues behind the previous inference
+        done = [cuda.event_create() for _ in range(BUFFERS)]
+        for i in range(-4, count):  # 4 to warm up, then `count` timed
+            if i == 0:
+                cuda.stream_sync(stream)
+                t0 = time.perf_counter()
+            frame_input(frames[i % len(frames)])
+            for _ in range(busy_launches):
+                busy([busy_frame], scratch, stream)
+            cuda.event_record(done[i % BUFFERS], stream)
+            cuda.event_sync(done[(i - 1) % BUFFERS])  # Engine.result of the frame before
+        cuda.stream_sync(stream)
+        result[mode] = (time.perf_counter() - t0) * 1000 / count
+        frame_input.close()
+        for event in done:
+            cuda.event_destroy(event)
+    for ptr in (busy_frame.ptr, scratch):
+        cuda.device_free(ptr)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=640)
     p.add_argument("--width", type=int, default=1920)
     p.add_argument("--height", type=int, default=1080)
+    p.add_argument("--busy-launches", type=int, default=8, help="stand-in inference per frame (launches)")
     args = p.parse_args(argv)
-    return run_main("preprocess_bench", lambda: bench(args.frames, args.size, args.width, args.height))
+    return run_main(
+        "preprocess_bench",
+        lambda: bench(args.frames, args.size, args.width, args.height, args.busy_launches),
+    )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,11 @@ class TrtGraph:
         self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._dtype = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self.stream = cuda.stream_create()
-        self._device: dict[str, tuple[int, int]] = {}  # name -> (pointer, capacity in bytes)
-        self._host: dict[str, np.ndarray] = {}
+        # Buffers per (tensor, slot): a caller that alternates slots (`enqueue`) can queue the next
+        # run while it still reads this run's outputs. `run` and `run_device` use slot 0.
+        self._device: dict[tuple[str, int], tuple[int, int]] = {}  # -> (pointer, capacity in bytes)
+        self._host: dict[tuple[str, int], np.ndarray] = {}
+        self._done: dict[int, int] = {}  # slot -> event recorded after its run and downloads
 
     @property
     def input_names(self) -> list[str]:
@@ -97,30 +100,34 @@ class TrtGraph:
 
         return [info(n) for n in self._inputs], [info(n) for n in self._outputs]
 
-    def _buffer(self, name: str, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
+    def _buffer(self, name: str, shape: tuple[int, ...], slot: int = 0) -> tuple[int, np.ndarray]:
         nbytes = int(np.prod(shape)) * self._dtype[name].itemsize
-        ptr, capacity = self._device.get(name, (0, 0))
+        key = (name, slot)
+        ptr, capacity = self._device.get(key, (0, 0))
         if nbytes > capacity:  # grow once; steady state allocates nothing
             if ptr:
                 self.cuda.stream_sync(self.stream)  # nothing in flight still reads the old buffers
                 self.cuda.device_free(ptr)
-                self.cuda.pinned_free(self._host[name])
+                self.cuda.pinned_free(self._host[key])
             ptr = self.cuda.device_alloc(nbytes)
-            self._device[name] = (ptr, nbytes)
-            self._host[name] = self.cuda.pinned_empty(
+            self._device[key] = (ptr, nbytes)
+            self._host[key] = self.cuda.pinned_empty(
                 (max(1, nbytes // self._dtype[name].itemsize),), self._dtype[name]
             )
-        host = self._host[name][: int(np.prod(shape))].reshape(shape)
+        host = self._host[key][: int(np.prod(shape))].reshape(shape)
         return ptr, host
 
     def close(self) -> None:
         """Free the buffers, then TensorRT's objects (context before engine), while CUDA is alive."""
         self.cuda.stream_sync(self.stream)
-        for name, (ptr, _) in self._device.items():
+        for key, (ptr, _) in self._device.items():
             self.cuda.device_free(ptr)
-            self.cuda.pinned_free(self._host[name])
+            self.cuda.pinned_free(self._host[key])
+        for event in self._done.values():
+            self.cuda.event_destroy(event)
         self._device.clear()
         self._host.clear()
+        self._done.clear()
         del self.context
         del self.engine
 
@@ -135,7 +142,18 @@ class TrtGraph:
         -> (copies of the `host_outputs`, every output's device buffer). The device buffers hold
         this run's outputs until the next run of this graph: a consumer on another stream must
         copy them (or finish) before then; on this graph's stream, order alone suffices."""
+        return self.enqueue(inputs, host_outputs, slot=0).wait()
+
+    def enqueue(self, inputs: dict[str, Any], host_outputs: set[str], slot: int) -> PendingRun:
+        """Queue a run on this graph's stream without waiting for it. Its outputs go to `slot`'s
+        buffers, which the next run of another slot leaves alone: a caller alternating two slots
+        queues frame t+1 while it still reads frame t's outputs. Reusing a slot first waits (on the
+        host) until that slot's previous run finished, since its pinned inputs are rewritten."""
         ctx = self.context
+        done = self._done.get(slot)
+        if done is None:
+            done = self._done[slot] = self.cuda.event_create()
+        self.cuda.event_sync(done)  # this slot's pinned buffers are free again
         for name in self._inputs:
             value = inputs[name]
             if isinstance(value, DevicePointer):
@@ -143,7 +161,7 @@ class TrtGraph:
                 _bind(ctx.set_tensor_address(name, value.ptr), "the address", name, self.logger)
                 continue
             array = np.ascontiguousarray(value, dtype=self._dtype[name])
-            ptr, host = self._buffer(name, array.shape)
+            ptr, host = self._buffer(name, array.shape, slot)
             host[...] = array
             _bind(ctx.set_input_shape(name, array.shape), "the shape", name, self.logger)
             _bind(ctx.set_tensor_address(name, ptr), "the address", name, self.logger)
@@ -152,15 +170,28 @@ class TrtGraph:
         for name in self._outputs:
             dims = ctx.get_tensor_shape(name)
             shape = tuple(int(dims[i]) for i in range(len(dims)))
-            ptr, _ = self._buffer(name, shape)
+            ptr, _ = self._buffer(name, shape, slot)
             _bind(ctx.set_tensor_address(name, ptr), "the address", name, self.logger)
             device[name] = DevicePointer(ptr, shape)
         if not ctx.execute_async_v3(self.stream):
             raise BackendError("TensorRT execution failed: " + "; ".join(self.logger.messages[-2:]))
-        out = {}
+        staged = {}
         for name in host_outputs:
-            ptr, host = self._buffer(name, device[name].shape)
+            ptr, host = self._buffer(name, device[name].shape, slot)
             self.cuda.dtoh_async(host, ptr, self.stream)
-            out[name] = host
-        self.cuda.stream_sync(self.stream)
-        return {name: host.copy() for name, host in out.items()}, device
+            staged[name] = host
+        self.cuda.event_record(done, self.stream)
+        return PendingRun(self.cuda, done, staged, device)
+
+
+class PendingRun:
+    """A queued run: `wait` blocks until it finished and returns (host copies, device outputs)."""
+
+    def __init__(
+        self, cuda: Cuda, done: int, staged: dict[str, np.ndarray], device: dict[str, DevicePointer]
+    ) -> None:
+        self.cuda, self.done, self.staged, self.device = cuda, done, staged, device
+
+    def wait(self) -> tuple[dict[str, np.ndarray], dict[str, DevicePointer]]:
+        self.cuda.event_sync(self.done)
+        return {name: host.copy() for name, host in self.staged.items()}, self.device
