@@ -167,7 +167,9 @@ class CudaPython:
     def _check(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
-            raise BackendError(f"CUDA call failed: {err}")
+            text = self.rt.cudaGetErrorString(err)[-1]
+            text = text.decode() if isinstance(text, bytes) else str(text)
+            raise BackendError(f"CUDA call failed: {getattr(err, 'name', err)} ({text})")
         return rest[0] if len(rest) == 1 else rest
 
     def device_alloc(self, nbytes: int) -> int:
