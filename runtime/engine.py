@@ -303,7 +303,7 @@ class Engine:
         return PendingDetection(run, geometry, min_triplet_score, max_triplets, sequence)
 
     def result(self, pending: PendingDetection) -> Detection:
-        if self.tokens is None:
+        if self._gpu_hoi is None:
             out = pending.run
             tokens: np.ndarray | DeviceTokens = out["image_tokens"]
         else:
@@ -342,7 +342,7 @@ class Engine:
     def close(self) -> None:
         """Free the GPU path's buffers, streams and events (CPU backends hold none). Call it after
         the last `result` and caption, while CUDA is still alive (before interpreter exit)."""
-        if self._gpu_hoi is None or self.tokens is None:
+        if self._gpu_hoi is None:
             return
         for part in (
             self.frame_input,
