@@ -133,6 +133,8 @@ class GraphResult:
     model: bytes | None
     attempts: list[Attempt] = field(default_factory=list)
     group_errors: dict[str, dict[str, float]] = field(default_factory=dict)  # recipe -> group -> error
+    out_of_time: bool = False  # the time budget ended a search or kept one from starting
+    not_faster: bool = False  # a recipe fitted but ran no faster than FP32: the graph stays FP32
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -142,6 +144,8 @@ class GraphResult:
             "chosen": None if self.chosen is None else vars(self.chosen),
             "attempts": [vars(a) for a in self.attempts],
             "group_errors": self.group_errors,
+            "out_of_time": self.out_of_time,
+            "not_faster": self.not_faster,
         }
 
 
@@ -171,25 +175,63 @@ def search_graph(
     say: Callable[[str], None] = lambda _: None,
     clock: SearchClock | None = None,
     progress: bool = False,
+    min_speedup: float = 0.0,
 ) -> GraphResult:
     """`threading`: as the runtime runs this graph; latencies are measured that way.
+    `min_speedup`: the fastest fit must run at least this many times faster than FP32, or the
+    graph stays FP32 (`not_faster`); 0 keeps any fit (latencies measured here say nothing about
+    the target's, e.g. TensorRT's).
 
-    Per recipe: quantize everything; over budget, rank the coarse layer groups (`coarse_group`) by
-    the error each causes alone (once per graph: later recipes with the same groups reuse the
-    ranking), bisect over how many of the worst stay in float, then rank the fine groups of the
-    last one needed and keep only as many of them as the budget needs. If even all coarse groups
-    but the mildest in float miss the budget, more float cannot help and the recipe is dropped."""
+    Every recipe is first quantized whole and timed. Those over budget are then searched in order:
+    rank the coarse layer groups (`coarse_group`) by the error each causes alone (once per
+    graph: later recipes with the same groups reuse the ranking), bisect over how many of the worst
+    stay in float, then rank the fine groups of the last one needed and keep only as many of them
+    as the budget needs. If even all coarse groups but the mildest in float miss the budget, more
+    float cannot help and the recipe is dropped. A later recipe whose whole-graph latency is no
+    better than a fit already found is not searched: its fallbacks only put float layers back (an
+    assumption: a graph where INT8 runs slower than float could break it). A later recipe's
+    bisection starts where the previous one ended (same ranking, usually the same answer)."""
     clock = clock or SearchClock()
     reference_session = session(quantizer.fp32_path.read_bytes(), threading)
     fp32_ms = latency_ms(reference_session, held_out[0], repeats)
     reference = ReferenceRuns(reference_session)
     result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
-    best: tuple[Attempt, bytes] | None = None
-    rankings: dict[tuple[str, ...], dict[str, float]] = {}
     bar = Progress(quantizer.name, progress)
-    for recipe in recipes:
-        groups = node_groups(quantizer.model, recipe.op_types)
+    best: tuple[Attempt, bytes] | None = None
 
+    def keep(attempt: Attempt, model: bytes) -> None:
+        nonlocal best
+        result.attempts.append(attempt)
+        if attempt.within_budget and (best is None or _better(attempt, best[0])):
+            best = (attempt, model)
+
+    over: list[tuple[float, Recipe, float, bytes]] = []  # (whole-graph ms, recipe, error, model)
+    for recipe in recipes:
+        model = quantizer.quantize(recipe)
+        error = output_error(reference, session(model), held_out)
+        bar.step(error if error <= budget else None)
+        whole_ms = latency_ms(session(model, threading), held_out[0], repeats)
+        say(f"{quantizer.name} {recipe.name}: error {error:.4f} (budget {budget}), {whole_ms:.2f} ms")
+        if error <= budget:
+            keep(Attempt(recipe.name, error, [], whole_ms, True), model)
+        else:
+            over.append((whole_ms, recipe, error, model))
+
+    rankings: dict[tuple[str, ...], dict[str, float]] = {}
+    fine_rankings: dict[str, dict[str, float]] = {}
+    hint: int | None = None  # coarse groups the previous bisection kept float
+    for whole_ms, recipe, error, model in over:
+        groups = node_groups(quantizer.model, recipe.op_types)
+        if best is not None and whole_ms >= best[0].latency_ms * (1 - SAME_SPEED):  # type: ignore[operator]
+            say(f"  {recipe.name}: not searched, no faster quantized whole than the fit found")
+            result.attempts.append(Attempt(recipe.name, error, []))
+            continue
+        if len(groups) <= 1 or clock.spent():
+            if clock.spent():
+                result.out_of_time = True
+                say(f"  {recipe.name}: not searched, the time budget is spent")
+            result.attempts.append(Attempt(recipe.name, error, []))
+            continue
         coarse: dict[str, list[str]] = {}  # coarse group -> its fine groups
         for g in groups:
             coarse.setdefault(coarse_group(g), []).append(g)
@@ -206,33 +248,38 @@ def search_graph(
         def measure_coarse(kept: Sequence[str], coarse: dict[str, list[str]] = coarse) -> tuple[float, bytes]:
             return measure([f for c in kept for f in coarse[c]])
 
-        error, model = measure([])
-        kept: list[str] = []
-        say(f"{quantizer.name} {recipe.name}: error {error:.4f} (budget {budget})")
-        if error > budget and len(groups) > 1 and not clock.spent():
-            key = tuple(sorted(groups))
-            if key not in rankings:
-                nodes = {c: [n for f in fs for n in groups[f]] for c, fs in coarse.items()}
-                rankings[key] = _rank_groups(quantizer, recipe, nodes, reference, held_out, clock, bar)
-            ranked = rankings[key]
-            result.group_errors[recipe.name] = ranked
-            order = sorted(ranked, key=ranked.__getitem__, reverse=True)
-            error, model, kept_coarse = _bisect_float_groups(order, measure_coarse, budget, clock, say)
-            kept = [f for c in kept_coarse for f in coarse[c]]
-            if error <= budget and kept_coarse and len(coarse[kept_coarse[-1]]) > 1 and not clock.spent():
+        key = tuple(sorted(groups))
+        if key not in rankings:
+            nodes = {c: [n for f in fs for n in groups[f]] for c, fs in coarse.items()}
+            rankings[key] = _rank_groups(quantizer, recipe, nodes, reference, held_out, clock, bar)
+        ranked = rankings[key]
+        result.group_errors[recipe.name] = ranked
+        order = sorted(ranked, key=ranked.__getitem__, reverse=True)
+        error, model, kept_coarse = _bisect_float_groups(order, measure_coarse, budget, clock, say, hint)
+        kept = [f for c in kept_coarse for f in coarse[c]]
+        if error <= budget:
+            hint = len(kept_coarse)
+            if kept_coarse and len(coarse[kept_coarse[-1]]) > 1 and not clock.spent():
                 base = [f for c in kept_coarse[:-1] for f in coarse[c]]
                 error, model, kept = _refine(
-                    base, coarse[kept_coarse[-1]], (error, model), measure, budget, clock, say
-                )
+                    base, coarse[kept_coarse[-1]], (error, model), measure, budget, clock, say,
+                    fine_rankings.setdefault(kept_coarse[-1], {}),
+                )  # fmt: skip
         attempt = Attempt(recipe.name, error, kept, within_budget=error <= budget)
-        result.attempts.append(attempt)
         if attempt.within_budget:
             attempt.latency_ms = latency_ms(session(model, threading), held_out[0], repeats)
             say(f"  {attempt.latency_ms:.2f} ms vs FP32 {fp32_ms:.2f} ms")
-            if best is None or _better(attempt, best[0]):
-                best = (attempt, model)
+        keep(attempt, model)
+        if clock.spent():
+            result.out_of_time = True
     bar.close()
-    if best is not None:
+    if best is not None and best[0].latency_ms is not None and best[0].latency_ms * min_speedup > fp32_ms:
+        result.not_faster = True
+        say(
+            f"  {quantizer.name}: the fastest fit ({best[0].latency_ms:.2f} ms) is not {min_speedup:g}x "
+            f"faster than FP32 ({fp32_ms:.2f} ms): kept FP32"
+        )
+    elif best is not None:
         result.chosen, result.model = best
     return result
 
@@ -255,12 +302,16 @@ def _refine(
     budget: float,
     clock: SearchClock,
     say: Callable[[str], None],
+    errors: dict[str, float] | None = None,
 ) -> tuple[float, bytes, list[str]]:
     """Within the last coarse group the bisection had to keep float (`boundary`; `base` and all of
     it in float is the known `fit`), rank its fine groups and keep only as many as the budget needs.
-    -> (error, model, fine groups kept float)."""
-    errors: dict[str, float] = {}
+    `errors`: the fine groups' ranking, filled here and reused when a later recipe of the graph
+    ends at the same boundary. -> (error, model, fine groups kept float)."""
+    errors = {} if errors is None else errors
     for fine in boundary:  # `fine` quantized, the rest of the boundary float
+        if fine in errors:
+            continue
         if clock.spent():
             return fit[0], fit[1], base + boundary
         errors[fine] = measure(base + [g for g in boundary if g != fine])[0]
@@ -283,17 +334,32 @@ def _bisect_float_groups(
     budget: float,
     clock: SearchClock,
     say: Callable[[str], None],
+    hint: int | None = None,
 ) -> tuple[float, bytes, list[str]]:
     """The fewest of the worst-ranked groups to keep in float so the error fits, by bisection
-    (the error falls, not always monotonically, as groups go float). -> (error, model, kept)."""
-    hi = len(order) - 1  # all but the mildest group in float
-    error, model = measure(order[:hi])
-    say(f"  {hi} of {len(order)} groups in float: error {error:.4f}")
-    if error > budget:
-        say("  more float does not bring it within budget: recipe dropped")
-        return error, model, order[:hi]
-    fit = (error, model)
-    lo = 0  # known not to fit
+    (the error falls, not always monotonically, as groups go float). `hint`: where an earlier
+    recipe's bisection over the same ranking ended; tried first with its neighbour, it usually
+    settles the answer in two tries instead of log2(groups). -> (error, model, kept)."""
+    top = len(order) - 1  # all but the mildest group in float
+    lo, hi = 0, top  # lo: known not to fit (nothing float); hi: fits, once checked
+    fit: tuple[float, bytes] | None = None
+    if hint is not None and 0 < hint < top:
+        for count in (hint, hint - 1, hint + 1):
+            if not lo < count < hi or clock.spent() or (count == hint + 1 and fit is not None):
+                continue
+            error, model = measure(order[:count])
+            say(f"  {count} groups in float: error {error:.4f}")
+            if error <= budget:
+                hi, fit = count, (error, model)
+            else:
+                lo = count
+    if fit is None:
+        error, model = measure(order[:top])
+        say(f"  {top} of {len(order)} groups in float: error {error:.4f}")
+        if error > budget:
+            say("  more float does not bring it within budget: recipe dropped")
+            return error, model, order[:top]
+        fit = (error, model)
     while hi - lo > 1 and not clock.spent():
         mid = (lo + hi) // 2
         error, model = measure(order[:mid])

@@ -60,7 +60,7 @@ def calib_npz(dataset: Path, tiny_bundle: Path) -> Path:
 def _quantize(tiny_bundle: Path, calib: Path, out: Path, target: str = "cpu", *extra: str) -> None:
     result = run_cli(
         "h2a.calibration.cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib),
-        "--target", target, "--out", str(out), "--quiet", *extra,
+        "--target", target, "--out", str(out), "--quiet", "--min-speedup", "0", *extra,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
@@ -471,8 +471,9 @@ def test_cpu_int8_bundles_stay_on_onnxruntime(cpu_int8: Path) -> None:
 def test_ranges_from_the_optimised_calibration_session_equal_onnxruntimes_own(
     calib_npz: Path, tiny_bundle: Path, tmp_path: Path
 ) -> None:
-    """compute_ranges runs ONNX Runtime's augmented graph with graph optimisations on; every
-    tensor's min/max must equal what the calibrator's own unoptimised session collects."""
+    """compute_ranges augments the graph in linear time (`minmax_ranges.py`) and runs it with graph
+    optimisations on; every tensor's min/max must equal what ONNX Runtime's own calibrator, with
+    its own augmentation and unoptimised session, collects."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, load_tensors_data
 
     from h2a.calibration.qdq import CALIBRATED_OP_TYPES, GraphQuantizer, _Feeds
@@ -498,3 +499,25 @@ def test_ranges_from_the_optimised_calibration_session_equal_onnxruntimes_own(
     for name in names:
         got, want = np.asarray(ours[name].range_value), np.asarray(theirs[name].range_value)
         assert np.allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max() + 1)), name
+
+
+def test_a_spent_time_budget_keeps_the_unsearched_graph_float_and_says_why(
+    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """No second of budget: every graph gets its whole-graph recipes only. `hoi`, whose error
+    budget no whole recipe meets, stays FP32 and the bundle is still written (the user's own time
+    limit, not a failed search); the summary and the manifest say the time budget ended it."""
+    out = tmp_path / "hurried.plan"
+    result = run_cli(
+        "h2a.calibration.cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib_npz),
+        "--target", "cpu", "--out", str(out), "--quiet", "--time-budget", "0", "--budget-hoi", "0.0001",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "FP32 (the time budget ended its search" in result.stdout
+    manifest = load_bundle(out).manifest
+    assert manifest.graphs["hoi"].precision == "fp32"
+    calibration = manifest.provenance["calibration"]
+    assert calibration["graphs"]["hoi"]["out_of_time"] is True
+    assert calibration["time_budget_s"] == 0 and calibration["seconds"] > 0
+    hoi_attempts = calibration["graphs"]["hoi"]["attempts"]
+    assert hoi_attempts and all(a["kept_float"] == [] for a in hoi_attempts)  # whole-graph only
