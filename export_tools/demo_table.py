@@ -38,7 +38,7 @@ METRICS = (
     Metric("hoi_role_map", "HOI role mAP", "≥ 0.3"),
     Metric("normal_false_positive_rate", "normal test frames over an enter threshold"),
     Metric("false_alarms_per_hour", "false alarms per hour, 45 held-out normal clips", digits=1),
-    Metric("cider_d", "CIDEr-D (distilled decoder)", digits=2),
+    Metric("cider_d", "CIDEr-D (edge caption decoder)", digits=2),
     Metric("what_f1", "What F1", digits=2),
     Metric("who_f1", "Who F1", digits=2),
     Metric("where_f1", "Where F1", digits=2),
