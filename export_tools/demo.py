@@ -35,8 +35,8 @@ NORMAL_CLIPS, NORMAL_SEED = 45, 99
 #: Epochs: 2,800 HOI steps, then 1,400 caption steps. The caption decoder is trained directly, not
 #: distilled (`edge-train distill` still can): on the same HOI encoders (seeds 0 and 1), a
 #: teacher (1,000 steps) + student (1,400) took 666 s for CIDEr-D 5.48 / 4.74 and field F1 0.802 /
-#: 0.752, direct training 126 s for 5.46 / 4.73 and 0.798 / 0.761. HOI alone took 846 s in a
-#: fresh-clone `make demo` alone on 2 cores.
+#: 0.752, direct training 126 s for 5.46 / 4.73 and 0.798 / 0.761. In a fresh-clone `make demo`
+#: alone on 2 cores: HOI 858 s, caption 181 s (training 1,039 s, over the 15-minute aim).
 HOI_EPOCHS, CAPTION_EPOCHS = 14, 14
 #: The tiny decoder (d=64) flips greedy tokens at the default 0.05 output-error budget (token
 #: agreement 87% < the gate's 90%); at 0.005 the sensitivity search keeps its most sensitive
