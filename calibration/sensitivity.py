@@ -205,7 +205,7 @@ def search_graph(
         if attempt.within_budget and (best is None or _better(attempt, best[0])):
             best = (attempt, model)
 
-    over: list[tuple[float, Recipe, float, bytes]] = []  # (whole-graph ms, recipe, error, model)
+    over: list[tuple[float, Recipe, float]] = []  # (whole-graph ms, recipe, error) of recipes to search
     for recipe in recipes:
         model = quantizer.quantize(recipe)
         error = output_error(reference, session(model), held_out)
@@ -215,12 +215,12 @@ def search_graph(
         if error <= budget:
             keep(Attempt(recipe.name, error, [], whole_ms, True), model)
         else:
-            over.append((whole_ms, recipe, error, model))
+            over.append((whole_ms, recipe, error))
 
     rankings: dict[tuple[str, ...], dict[str, float]] = {}
     fine_rankings: dict[str, dict[str, float]] = {}
     hint: int | None = None  # coarse groups the previous bisection kept float
-    for whole_ms, recipe, error, model in over:
+    for whole_ms, recipe, error in over:
         groups = node_groups(quantizer.model, recipe.op_types)
         if best is not None and whole_ms >= best[0].latency_ms * (1 - SAME_SPEED):  # type: ignore[operator]
             say(f"  {recipe.name}: not searched, no faster quantized whole than the fit found")
@@ -343,16 +343,20 @@ def _bisect_float_groups(
     top = len(order) - 1  # all but the mildest group in float
     lo, hi = 0, top  # lo: known not to fit (nothing float); hi: fits, once checked
     fit: tuple[float, bytes] | None = None
+
+    def probe(count: int) -> None:
+        nonlocal lo, hi, fit
+        error, model = measure(order[:count])
+        say(f"  {count} groups in float: error {error:.4f}")
+        if error <= budget:
+            hi, fit = count, (error, model)
+        else:
+            lo = count
+
     if hint is not None and 0 < hint < top:
         for count in (hint, hint - 1, hint + 1):
-            if not lo < count < hi or clock.spent() or (count == hint + 1 and fit is not None):
-                continue
-            error, model = measure(order[:count])
-            say(f"  {count} groups in float: error {error:.4f}")
-            if error <= budget:
-                hi, fit = count, (error, model)
-            else:
-                lo = count
+            if lo < count < hi and not clock.spent() and not (count == hint + 1 and fit is not None):
+                probe(count)
     if fit is None:
         error, model = measure(order[:top])
         say(f"  {top} of {len(order)} groups in float: error {error:.4f}")
@@ -361,13 +365,7 @@ def _bisect_float_groups(
             return error, model, order[:top]
         fit = (error, model)
     while hi - lo > 1 and not clock.spent():
-        mid = (lo + hi) // 2
-        error, model = measure(order[:mid])
-        say(f"  {mid} groups in float: error {error:.4f}")
-        if error <= budget:
-            hi, fit = mid, (error, model)
-        else:
-            lo = mid
+        probe((lo + hi) // 2)
     if clock.spent() and hi - lo > 1:
         say(f"  time budget spent: keeping {hi} groups in float")
     return fit[0], fit[1], order[:hi]
