@@ -37,9 +37,10 @@ from h2a.runtime.preprocess import PAD_VALUE
 
 DEFAULT_SIZE = 512
 #: Seconds for recording, calibrating and searching before each search keeps its best fit so far
-#: (writing the bundle and the held-out comparison come after it, ~15 s on the base preset). On
-#: the base preset here recording and calibrating alone take ~150 s; a 165 s budget left `hoi`
-#: no search at all (it stayed FP32), while the whole search ends by ~270 s: 600 lets it finish.
+#: (writing the bundle and the held-out comparison come after it, ~13 s on the base preset). On
+#: the base preset here, recording and calibrating took 112-169 s before `hoi`'s search began, so
+#: a 165 s budget left `hoi` no search at all (it stayed FP32); complete searches ended at 233-270
+#: s. 600 lets them finish.
 DEFAULT_TIME_BUDGET = 600.0
 #: INT8 that is not faster is only less accurate: the base `hoi` on random weights fitted its error
 #: budget with 30 groups float and ran 268 ms against FP32's 232 ms. 5% is the search's own
