@@ -14,10 +14,11 @@ bias of the output width. Anything else is left as it was.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 CONTRIB_DOMAIN = "com.microsoft"
 
@@ -81,9 +82,14 @@ def _is_dq(node: onnx.NodeProto | None) -> bool:
     return node is not None and node.op_type == "DequantizeLinear" and len(node.input) == 3
 
 
+def _size(tensor: onnx.TensorProto) -> int:
+    """Element count from the shape alone (the values may be held outside: weight_store.py)."""
+    return math.prod(tensor.dims)
+
+
 def _per_tensor(inits: dict[str, onnx.TensorProto], dq: onnx.NodeProto) -> bool:
     scale = inits.get(dq.input[1])
-    return scale is not None and numpy_helper.to_array(scale).size == 1
+    return scale is not None and _size(scale) == 1
 
 
 def _per_column(inits: dict[str, onnx.TensorProto], dq: onnx.NodeProto, width: int) -> bool:
@@ -91,7 +97,7 @@ def _per_column(inits: dict[str, onnx.TensorProto], dq: onnx.NodeProto, width: i
     scale = inits.get(dq.input[1])
     if scale is None:
         return False
-    size = numpy_helper.to_array(scale).size
+    size = _size(scale)
     axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
     return size == 1 or (size == width and axis in (1, -1))
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -32,19 +33,22 @@ from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
     QuantType,
-    quantize_dynamic,
     quantize_static,
 )
 from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
 from h2a.calibration.bias_fusion import fuse_matmul_bias
 from h2a.calibration.calib_set import CalibrationError
+from h2a.calibration.dynamic_int8 import quantize_dynamic_model
 from h2a.calibration.float_fallback import QuantScope, keep_float
 from h2a.calibration.minmax_ranges import LinearMinMaxCalibrater
 from h2a.calibration.options import CALIBRATION_METHOD_NAMES, TARGETS
 from h2a.calibration.stem_rewrite import space_to_depth_stem
 from h2a.calibration.traces import Feed
+from h2a.calibration.weight_store import EXTERNAL_MIN_BYTES, GraphModel, WeightStore
 from h2a.runtime.backends.onnxruntime_backend import session_options
+
+T = TypeVar("T")
 
 CALIBRATION_METHODS = dict(
     zip(
@@ -194,7 +198,13 @@ class GraphQuantizer:
     """Holds one FP32 graph, its calibration ranges and a work folder for the tools' files."""
 
     def __init__(
-        self, model_bytes: bytes, target: str, method: str, workdir: Path, name: str = "graph"
+        self,
+        model_bytes: bytes,
+        target: str,
+        method: str,
+        workdir: Path,
+        name: str = "graph",
+        external_min_bytes: int = EXTERNAL_MIN_BYTES,
     ) -> None:
         if target not in TARGETS:
             raise CalibrationError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
@@ -216,6 +226,8 @@ class GraphQuantizer:
         self.input_names = {i.name for i in self.model.graph.input}
         self.ranges_path: Path | None = None
         self._source_model: onnx.ModelProto | None = None
+        #: The large weights of the source and of each fully quantized graph, held once for all tries.
+        self.weights = WeightStore(external_min_bytes)
         self._static_models: dict[str, onnx.ModelProto] = {}  # recipe name -> fully quantized graph
 
     def compute_ranges(self, feeds: Sequence[Feed]) -> None:
@@ -257,11 +269,10 @@ class GraphQuantizer:
         self.ranges_path = self.workdir / f"{self.name}.{self.method}.ranges.json"
         save_tensors_data(ranges, self.ranges_path)
 
-    def quantize(self, recipe: Recipe, exclude: Sequence[str] = ()) -> bytes:
+    def quantize(self, recipe: Recipe, exclude: Sequence[str] = ()) -> GraphModel:
         """The graph quantized by `recipe`, leaving the nodes in `exclude` in float. The static
         part is quantized once per recipe; the nodes in `exclude` are then given their float
         inputs back by rewiring (`float_fallback.py`), which costs a copy, not a quantization."""
-        path = self.source_path
         model = None
         if recipe.static_ops:
             scope = QuantScope(
@@ -271,30 +282,25 @@ class GraphQuantizer:
             )
             model = keep_float(self._static(recipe), self._source(), exclude, scope)
         if recipe.dynamic_ops:
-            if model is not None:
-                path = self.workdir / f"{self.name}.static.onnx"
-                onnx.save(model, path)
-            out = self.workdir / f"{self.name}.dynamic.onnx"
             # quantize_dynamic renames the nodes it rewrites (Gemm -> <name>_MatMul); exclusion
             # works on the names it sees, which are the FP32 names for nodes not yet touched.
-            _quiet(
-                quantize_dynamic,
-                path,
-                out,
-                op_types_to_quantize=list(recipe.dynamic_ops),
-                per_channel=False,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=[*exclude, *self._always_float(recipe)],
+            model = _quiet(
+                quantize_dynamic_model,
+                self.weights.with_weights(model if model is not None else self._source()),
+                recipe.dynamic_ops,
+                [*exclude, *self._always_float(recipe)],
             )
-            model = onnx.load(out)
         if model is None:
             raise ValueError(f"recipe {recipe.name!r} quantizes nothing")
         if self.target == "tensorrt":
             if recipe.cnn_ops:
                 float_inputs_outside_scope(model, recipe.cnn_ops)
-            return model.SerializeToString()
-        fuse_matmul_bias(model)
-        return model.SerializeToString()
+        else:
+            fuse_matmul_bias(model)
+        if recipe.dynamic_ops:  # new INT8 weights, its own: held apart for this try only
+            store = WeightStore(self.weights.min_bytes)
+            return store.graph(store.take_weights(model))
+        return self.weights.graph(model)
 
     def _always_float(self, recipe: Recipe) -> list[str]:
         """Nodes a recipe never quantizes: activation products, CNN-only ops outside the backbone."""
@@ -309,7 +315,7 @@ class GraphQuantizer:
 
     def _source(self) -> onnx.ModelProto:
         if self._source_model is None:
-            self._source_model = onnx.load(self.source_path)
+            self._source_model = self.weights.take_weights(onnx.load(self.source_path))
         return self._source_model
 
     def _static(self, recipe: Recipe) -> onnx.ModelProto:
@@ -349,7 +355,7 @@ class GraphQuantizer:
                 "QDQKeepRemovableActivations": True,
             },
         )
-        self._static_models[recipe.name] = onnx.load(out)
+        self._static_models[recipe.name] = self.weights.take_weights(onnx.load(out))
         return self._static_models[recipe.name]
 
 
@@ -383,12 +389,13 @@ def float_inputs_outside_scope(model: onnx.ModelProto, op_types: Sequence[str]) 
             model.graph.node.remove(n)
 
 
-def _quiet(fn: object, *args: object, **kwargs: object) -> None:
-    """ONNX Runtime's tools log a pre-processing hint per call; our progress output says more."""
+def _quiet(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """ONNX Runtime's tools log a hint per call (pre-processing, "already quantized?"); our
+    progress output says more."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        fn(*args, **kwargs)  # type: ignore[operator]
+        return fn(*args, **kwargs)
     finally:
         root.setLevel(level)

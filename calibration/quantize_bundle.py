@@ -34,6 +34,7 @@ from h2a.calibration.sensitivity import (
     session,
 )
 from h2a.calibration.traces import Feed, record_feeds
+from h2a.calibration.weight_store import model_bytes
 from h2a.runtime.bundle import Bundle
 from h2a.runtime.engine import CAPTION_THREADS, BackendOptions, Engine
 from h2a.runtime.manifest import GraphEntry, Manifest
@@ -132,7 +133,7 @@ def quantize_graphs(
                 continue
             chosen = result.chosen
             label = chosen.recipe + (f"; float: {', '.join(chosen.kept_float)}" if chosen.kept_float else "")
-            graphs[member] = result.model
+            graphs[member] = model_bytes(result.model)
             entries[name] = GraphEntry(
                 member=member,
                 precision="int8",

@@ -24,6 +24,7 @@ import onnxruntime as ort
 from h2a.calibration.instance_match import worst_output_error
 from h2a.calibration.qdq import QUANTIZED_OP_TYPES, GraphQuantizer, Recipe, quantizable_nodes
 from h2a.calibration.traces import Feed
+from h2a.calibration.weight_store import GraphModel, StoredGraph
 from h2a.runtime.backends.onnxruntime_backend import session_options
 
 #: Matrix products between two activations (attention scores, pointer logits) have no module
@@ -62,8 +63,11 @@ class Threading:
     spin: bool = False
 
 
-def session(model: bytes, threading: Threading = Threading()) -> ort.InferenceSession:
+def session(model: GraphModel, threading: Threading = Threading()) -> ort.InferenceSession:
     options = session_options(threading.threads, threading.spin)
+    if isinstance(model, StoredGraph):
+        model.add_weights(options)
+        model = model.structure
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -130,7 +134,7 @@ class GraphResult:
     budget: float
     fp32_ms: float
     chosen: Attempt | None  # None: the graph stays FP32
-    model: bytes | None
+    model: GraphModel | None
     attempts: list[Attempt] = field(default_factory=list)
     group_errors: dict[str, dict[str, float]] = field(default_factory=dict)  # recipe -> group -> error
     out_of_time: bool = False  # the time budget ended a search or kept one from starting
@@ -197,9 +201,9 @@ def search_graph(
     reference = ReferenceRuns(reference_session)
     result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
     bar = Progress(quantizer.name, progress)
-    best: tuple[Attempt, bytes] | None = None
+    best: tuple[Attempt, GraphModel] | None = None
 
-    def keep(attempt: Attempt, model: bytes) -> None:
+    def keep(attempt: Attempt, model: GraphModel) -> None:
         nonlocal best
         result.attempts.append(attempt)
         if attempt.within_budget and (best is None or _better(attempt, best[0])):
@@ -238,14 +242,16 @@ def search_graph(
 
         def measure(
             kept: Sequence[str], recipe: Recipe = recipe, groups: dict[str, list[str]] = groups
-        ) -> tuple[float, bytes]:
+        ) -> tuple[float, GraphModel]:
             """`kept`: fine groups left in float."""
             model = quantizer.quantize(recipe, [n for g in kept for n in groups[g]])
             error = output_error(reference, session(model), held_out)
             bar.step(error if error <= budget else None)
             return error, model
 
-        def measure_coarse(kept: Sequence[str], coarse: dict[str, list[str]] = coarse) -> tuple[float, bytes]:
+        def measure_coarse(
+            kept: Sequence[str], coarse: dict[str, list[str]] = coarse
+        ) -> tuple[float, GraphModel]:
             return measure([f for c in kept for f in coarse[c]])
 
         key = tuple(sorted(groups))
@@ -297,13 +303,13 @@ def coarse_group(group: str) -> str:
 def _refine(
     base: list[str],
     boundary: list[str],
-    fit: tuple[float, bytes],
-    measure: Callable[[Sequence[str]], tuple[float, bytes]],
+    fit: tuple[float, GraphModel],
+    measure: Callable[[Sequence[str]], tuple[float, GraphModel]],
     budget: float,
     clock: SearchClock,
     say: Callable[[str], None],
     errors: dict[str, float] | None = None,
-) -> tuple[float, bytes, list[str]]:
+) -> tuple[float, GraphModel, list[str]]:
     """Within the last coarse group the bisection had to keep float (`boundary`; `base` and all of
     it in float is the known `fit`), rank its fine groups and keep only as many as the budget needs.
     `errors`: the fine groups' ranking, filled here and reused when a later recipe of the graph
@@ -330,19 +336,19 @@ def _refine(
 
 def _bisect_float_groups(
     order: list[str],
-    measure: Callable[[Sequence[str]], tuple[float, bytes]],
+    measure: Callable[[Sequence[str]], tuple[float, GraphModel]],
     budget: float,
     clock: SearchClock,
     say: Callable[[str], None],
     hint: int | None = None,
-) -> tuple[float, bytes, list[str]]:
+) -> tuple[float, GraphModel, list[str]]:
     """The fewest of the worst-ranked groups to keep in float so the error fits, by bisection
     (the error falls, not always monotonically, as groups go float). `hint`: where an earlier
     recipe's bisection over the same ranking ended; tried first with its neighbour, it usually
     settles the answer in two tries instead of log2(groups). -> (error, model, kept)."""
     top = len(order) - 1  # all but the mildest group in float
     lo, hi = 0, top  # lo: known not to fit (nothing float); hi: fits, once checked
-    fit: tuple[float, bytes] | None = None
+    fit: tuple[float, GraphModel] | None = None
 
     def probe(count: int) -> None:
         nonlocal lo, hi, fit

@@ -400,23 +400,38 @@ def test_rewired_float_fallback_equals_float_and_the_full_quantization(
     from h2a.calibration.qdq import RECIPES, GraphQuantizer
     from h2a.calibration.sensitivity import node_groups, output_error, session
     from h2a.calibration.traces import record_feeds
+    from h2a.calibration.weight_store import StoredGraph, model_bytes
 
     bundle = load_bundle(tiny_bundle)
     cal, held = calib_set.load(calib_npz).split(4)
     engine = Engine(bundle)
     feeds, held_feeds = record_feeds(engine, cal, 2)["hoi"], record_feeds(engine, held, 2)["hoi"]
-    q = GraphQuantizer(bundle.graph_bytes("hoi"), "cpu", "minmax", tmp_path, "hoi")
+    # the tiny graph's weights held apart too (by default only large ones are: base-preset sizes)
+    q = GraphQuantizer(bundle.graph_bytes("hoi"), "cpu", "minmax", tmp_path, "hoi", external_min_bytes=1024)
     q.compute_ranges(feeds)
     recipe = RECIPES["cpu"]["hoi"][0]
     reference = session(q.fp32_path.read_bytes())
     groups = node_groups(q.model, recipe.op_types)
     everything = [n for names in groups.values() for n in names]
-    as_float = onnx.load_from_string(q.quantize(recipe, everything))
+    as_float = onnx.load_from_string(model_bytes(q.quantize(recipe, everything)))
     assert output_error(reference, session(as_float.SerializeToString()), held_feeds) < 1e-5
     assert not any(n.op_type == "QuantizeLinear" for n in as_float.graph.node)
-    full = onnx.load_from_string(q.quantize(recipe))
+    stored = q.quantize(recipe)
+    assert isinstance(stored, StoredGraph)
+    full = onnx.load_from_string(stored.materialize())
+    held_apart = [t for t in full.graph.initializer if t.name in stored.external]
+    assert len(held_apart) > 20 and len(stored.structure) < len(full.SerializeToString())
+    assert not any(
+        t.HasField("raw_data")
+        for t in onnx.load_from_string(stored.structure).graph.initializer
+        if t.name in stored.external
+    )
+    # the session given the weights from memory computes what the whole model computes
+    for feed in held_feeds:
+        for got, want in zip(session(stored).run(None, feed), session(stored.materialize()).run(None, feed)):
+            np.testing.assert_array_equal(got, want)
     backbone = [n for g, names in groups.items() if g.startswith("backbone") for n in names]
-    part = onnx.load_from_string(q.quantize(recipe, backbone))
+    part = onnx.load_from_string(model_bytes(q.quantize(recipe, backbone)))
     assert output_error(reference, session(part.SerializeToString()), held_feeds) > 1e-3
 
     def quantized_inputs(model: onnx.ModelProto, scope: str) -> int:
@@ -521,3 +536,42 @@ def test_a_spent_time_budget_keeps_the_unsearched_graph_float_and_says_why(
     assert calibration["time_budget_s"] == 0 and calibration["seconds"] > 0
     hoi_attempts = calibration["graphs"]["hoi"]["attempts"]
     assert hoi_attempts and all(a["kept_float"] == [] for a in hoi_attempts)  # whole-graph only
+
+
+def test_in_memory_dynamic_quantization_equals_onnxruntimes_quantize_dynamic(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """The search's dynamic INT8 (no file round trip) gives ONNX Runtime's `quantize_dynamic`
+    graph, node for node and weight for weight, with and without excluded nodes."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from h2a.calibration.dynamic_int8 import quantize_dynamic_model
+    from h2a.calibration.qdq import quantizable_nodes
+
+    bundle = load_bundle(tiny_bundle)
+    for name in ("hoi", "dec_step"):
+        source = tmp_path / f"{name}.onnx"
+        source.write_bytes(bundle.graph_bytes(name))
+        model = onnx.load(source)
+        inits = {t.name for t in model.graph.initializer}
+        linear = set(quantizable_nodes(model, ("Gemm", "MatMul")))
+        weighted = [n.name for n in model.graph.node if n.name in linear and n.input[1] in inits]
+        assert len(weighted) > 4
+        for exclude in ([], weighted[1:4]):
+            ours = quantize_dynamic_model(model, ("Gemm", "MatMul"), exclude)
+            out = tmp_path / f"{name}.dynamic.onnx"
+            quantize_dynamic(
+                source, out, op_types_to_quantize=["Gemm", "MatMul"], per_channel=False,
+                weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+            )  # fmt: skip
+            theirs = onnx.load(out)
+            assert [(n.op_type, n.name, list(n.input), list(n.output)) for n in ours.graph.node] == [
+                (n.op_type, n.name, list(n.input), list(n.output)) for n in theirs.graph.node
+            ]
+            integer = sum(n.op_type == "MatMulInteger" for n in ours.graph.node)
+            assert integer == len(weighted) - len(exclude)
+            weights = {t.name: numpy_helper.to_array(t) for t in theirs.graph.initializer}
+            assert {t.name for t in ours.graph.initializer} == set(weights)
+            for t in ours.graph.initializer:
+                np.testing.assert_array_equal(numpy_helper.to_array(t), weights[t.name])
