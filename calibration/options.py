@@ -3,8 +3,10 @@ the command line (and `collect`, which runs on the device) loads without the `[e
 
 from __future__ import annotations
 
-#: cpu: u8 activations / s8 weights for ONNX Runtime; tensorrt: symmetric s8 Q/DQ.
-TARGETS = ("cpu", "tensorrt")
+#: cpu: u8 activations / s8 weights for ONNX Runtime; tensorrt: symmetric s8 Q/DQ; openvino: `hoi`
+#: in symmetric s8 Q/DQ for OpenVINO, the caption graphs as for cpu, on ONNX Runtime
+#: (`qdq.GRAPH_FLAVOURS`).
+TARGETS = ("cpu", "tensorrt", "openvino")
 CALIBRATION_METHOD_NAMES = ("minmax", "entropy", "percentile")
 GRAPHS = ("hoi", "cap_encoder", "dec_step")
 #: Default output-error budgets (mean relative L2 of the worst output on held-out inputs). The

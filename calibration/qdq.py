@@ -42,7 +42,7 @@ from h2a.calibration.calib_set import CalibrationError
 from h2a.calibration.dynamic_int8 import quantize_dynamic_model
 from h2a.calibration.float_fallback import QuantScope, keep_float
 from h2a.calibration.minmax_ranges import LinearMinMaxCalibrater
-from h2a.calibration.options import CALIBRATION_METHOD_NAMES, TARGETS
+from h2a.calibration.options import CALIBRATION_METHOD_NAMES, GRAPHS
 from h2a.calibration.stem_rewrite import space_to_depth_stem
 from h2a.calibration.traces import Feed
 from h2a.calibration.weight_store import EXTERNAL_MIN_BYTES, GraphModel, WeightStore
@@ -97,7 +97,7 @@ class Recipe:
         return tuple(dict.fromkeys(self.static_ops + self.cnn_ops + self.dynamic_ops))
 
 
-#: What is tried per target and graph; the search keeps the fastest recipe within budget.
+#: What is tried per flavour (GRAPH_FLAVOURS) and graph; the search keeps the fastest recipe within budget.
 RECIPES: dict[str, dict[str, list[Recipe]]] = {
     "cpu": {
         "hoi": [
@@ -142,6 +142,21 @@ RECIPES: dict[str, dict[str, list[Recipe]]] = {
         "dec_step": [],
     },
 }
+
+
+#: How each graph is quantized per `--target`: in the "cpu" flavour (u8 activations, s8 weights,
+#: ONNX Runtime's own fused INT8 ops: the graph needs ONNX Runtime) or the "tensorrt" flavour
+#: (symmetric s8 Q/DQ around standard ONNX ops). `openvino` mixes them per graph, each where it ran
+#: fastest on this CPU (one `edge-bench --backends` run, base preset): `hoi` in s8 Q/DQ, which
+#: OpenVINO's CPU plugin runs as INT8 (96.0 ms against ONNX Runtime's u8s8 134.8 ms), the caption
+#: graphs in the cpu flavour on ONNX Runtime (a decoder step 2.11 ms there, 6.11-10.02 ms on
+#: OpenVINO).
+GRAPH_FLAVOURS: dict[str, dict[str, str]] = {
+    "cpu": dict.fromkeys(GRAPHS, "cpu"),
+    "tensorrt": dict.fromkeys(GRAPHS, "tensorrt"),
+    "openvino": {"hoi": "tensorrt", "cap_encoder": "cpu", "dec_step": "cpu"},
+}
+FLAVOURS = ("cpu", "tensorrt")
 
 
 class _Feeds(CalibrationDataReader):
@@ -200,24 +215,24 @@ class GraphQuantizer:
     def __init__(
         self,
         model_bytes: bytes,
-        target: str,
+        flavour: str,
         method: str,
         workdir: Path,
         name: str = "graph",
         external_min_bytes: int = EXTERNAL_MIN_BYTES,
     ) -> None:
-        if target not in TARGETS:
-            raise CalibrationError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+        if flavour not in FLAVOURS:
+            raise CalibrationError(f"INT8 flavour {flavour!r}: expected one of {', '.join(FLAVOURS)}")
         if method not in CALIBRATION_METHODS:
             raise CalibrationError(f"--method {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
-        self.target, self.method, self.name = target, method, name
+        self.flavour, self.method, self.name = flavour, method, name
         self.workdir = workdir
         self.model = inline_shared_initializers(onnx.load_from_string(model_bytes))
         self.fp32_path = workdir / f"{name}.fp32.onnx"  # the reference: the graph as exported
         onnx.save(self.model, self.fp32_path)
         # What gets calibrated and quantized: for the CPU, with an INT8-friendly stem.
         self.source_path = self.fp32_path
-        if target == "cpu":
+        if flavour == "cpu":
             source = onnx.ModelProto()
             source.CopyFrom(self.model)
             if space_to_depth_stem(source):
@@ -234,7 +249,7 @@ class GraphQuantizer:
         """Run the calibrator once over `feeds` (the tensors feeding Conv/Gemm/MatMul)."""
         if not feeds:
             raise CalibrationError(f"{self.name}: no calibration inputs were recorded")
-        options: dict[str, object] = {"symmetric": self.target == "tensorrt"}
+        options: dict[str, object] = {"symmetric": self.flavour == "tensorrt"}
         if self.method in ("entropy", "percentile"):
             options.update(num_bins=HISTOGRAM_BINS, percentile=PERCENTILE)
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
@@ -260,10 +275,14 @@ class GraphQuantizer:
                 sess_options=session_options(0, False),
                 providers=calibrator.execution_providers,
             )
-            # In chunks: the calibrator holds every intermediate tensor of a chunk in memory
-            # (ResNet-50 at 512 px: ~0.5 GB per frame) and merges ranges/histograms per call.
-            for start in range(0, len(feeds), CALIBRATION_CHUNK):
-                calibrator.collect_data(_Feeds(feeds[start : start + CALIBRATION_CHUNK], self.input_names))
+            # The histogram calibrators hold every intermediate tensor of a chunk in memory
+            # (ResNet-50 at 512 px: ~0.5 GB per frame), so they go in chunks. MinMax's graph outputs
+            # only each tensor's min and max: all inputs in one call, as each call's merge is a
+            # Python pass over every calibrated tensor (the decoder step's 948 inputs in chunks of
+            # 4 made 237 of them).
+            chunk = len(feeds) if self.method == "minmax" else CALIBRATION_CHUNK
+            for start in range(0, len(feeds), chunk):
+                calibrator.collect_data(_Feeds(feeds[start : start + chunk], self.input_names))
             ranges = calibrator.compute_data()
             del calibrator
         self.ranges_path = self.workdir / f"{self.name}.{self.method}.ranges.json"
@@ -277,7 +296,7 @@ class GraphQuantizer:
         if recipe.static_ops:
             scope = QuantScope(
                 frozenset(recipe.static_ops + recipe.cnn_ops),
-                frozenset(FLOAT_OUTPUT_OP_TYPES[self.target]),
+                frozenset(FLOAT_OUTPUT_OP_TYPES[self.flavour]),
                 frozenset(self._always_float(recipe)),
             )
             model = keep_float(self._static(recipe), self._source(), exclude, scope)
@@ -292,7 +311,7 @@ class GraphQuantizer:
             )
         if model is None:
             raise ValueError(f"recipe {recipe.name!r} quantizes nothing")
-        if self.target == "tensorrt":
+        if self.flavour == "tensorrt":
             if recipe.cnn_ops:
                 float_inputs_outside_scope(model, recipe.cnn_ops)
         else:
@@ -325,7 +344,7 @@ class GraphQuantizer:
         if self.ranges_path is None:
             raise RuntimeError("compute_ranges must run before a static recipe")
         out = self.workdir / f"{self.name}.{recipe.name}.full.onnx"
-        symmetric = self.target == "tensorrt"
+        symmetric = self.flavour == "tensorrt"
         _quiet(
             quantize_static,
             self.source_path,
@@ -342,7 +361,7 @@ class GraphQuantizer:
             extra_options={
                 "ActivationSymmetric": symmetric,
                 "WeightSymmetric": True,
-                "OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OP_TYPES[self.target],
+                "OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OP_TYPES[self.flavour],
                 # own Q/DQ per quantized consumer: a residual Add that reads the same tensor
                 # as a Conv keeps reading the float tensor, not a DQ output
                 "DedicatedQDQPair": symmetric,

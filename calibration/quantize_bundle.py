@@ -22,10 +22,11 @@ import numpy as np
 from h2a.calibration.calib_set import CalibrationError, CalibrationSet
 from h2a.calibration.gate import token_agreement
 from h2a.calibration.options import DEFAULT_BUDGETS, GRAPHS
-from h2a.calibration.qdq import RECIPES, GraphQuantizer, Recipe
+from h2a.calibration.qdq import GRAPH_FLAVOURS, RECIPES, GraphQuantizer, Recipe
 from h2a.calibration.sensitivity import (
     Attempt,
     GraphResult,
+    Opener,
     SearchClock,
     Threading,
     latency_ms,
@@ -34,8 +35,8 @@ from h2a.calibration.sensitivity import (
     session,
 )
 from h2a.calibration.traces import Feed, record_feeds
-from h2a.calibration.weight_store import model_bytes
-from h2a.runtime.bundle import Bundle
+from h2a.calibration.weight_store import GraphModel, model_bytes
+from h2a.runtime.bundle import Bundle, backend_available
 from h2a.runtime.engine import CAPTION_THREADS, BackendOptions, Engine
 from h2a.runtime.manifest import GraphEntry, Manifest
 from h2a.runtime.preprocess import letterbox_geometry
@@ -51,6 +52,10 @@ RUNTIME_THREADING = {
 }
 #: The order graphs are searched in: the quick caption graphs first, `hoi` with what time is left.
 SEARCH_ORDER = ("cap_encoder", "dec_step", "hoi")
+#: Targets whose graphs run on this machine's CPU, so that their speed-up over FP32 is measured
+#: here (TensorRT's is not: ONNX Runtime on this CPU says nothing about a GPU).
+TIMED_HERE = ("cpu", "openvino")
+FIXED_REPEATS = 10
 #: Keep every k-th decoder step as a calibration input (bounds memory; positions still vary).
 STEP_STRIDE = 2
 
@@ -91,9 +96,11 @@ def quantize_graphs(
     caption graphs go first: they take seconds, and `hoi`, whose search can take minutes, gets
     what is left. `fixed`: every graph takes its target's first recipe whole, within budget or
     not — the fixed all-INT8 recipe that speed figures on random weights use (their accuracy means
-    nothing; the manifest says `search: fixed`). `min_speedup`: on `--target cpu`, an INT8 graph
-    must run this many times faster than FP32 here or it stays FP32 (ignored for TensorRT, whose
-    speed ONNX Runtime on this CPU does not tell)."""
+    nothing; the manifest says `search: fixed`). `min_speedup`: on the CPU targets (TIMED_HERE),
+    an INT8 graph must run this many times faster than FP32 here or it stays FP32 (ignored for
+    TensorRT, whose speed ONNX Runtime on this CPU does not tell). Each graph is quantized in its
+    target's flavour (`qdq.GRAPH_FLAVOURS`) and measured (error and speed) where it will run:
+    OpenVINO for the `hoi` of `--target openvino`, ONNX Runtime otherwise."""
     m = bundle.manifest
     if m.backend != "onnxruntime" or any(g.precision != "fp32" for g in m.graphs.values()):
         raise CalibrationError(f"{bundle.path}: quantize needs an FP32 ONNX bundle (from edge-export)")
@@ -111,19 +118,22 @@ def quantize_graphs(
     entries: dict[str, GraphEntry] = {}
     with tempfile.TemporaryDirectory(prefix="h2a-quant-") as tmp:
         for name in SEARCH_ORDER:
-            quantizer = GraphQuantizer(bundle.graph_bytes(name), target, method, Path(tmp), name)
-            recipes = RECIPES[target][name][:1] if fixed else RECIPES[target][name]
+            flavour = GRAPH_FLAVOURS[target][name]
+            quantizer = GraphQuantizer(bundle.graph_bytes(name), flavour, method, Path(tmp), name)
+            recipes = RECIPES[flavour][name][:1] if fixed else RECIPES[flavour][name]
+            opener = openvino_opener() if on_openvino(target, flavour) else session
             if any(r.static_ops for r in recipes):
                 say(f"{name}: calibrating ranges ({method}) on {len(feeds[name])} inputs ...")
                 quantizer.compute_ranges(feeds[name])
             if fixed:
                 result = fixed_recipe(
-                    quantizer, recipes, held_feeds[name], budgets[name], RUNTIME_THREADING[name]
+                    quantizer, recipes, held_feeds[name], budgets[name], RUNTIME_THREADING[name], opener
                 )
             else:
                 result = search_graph(
                     quantizer, recipes, held_feeds[name], budgets[name], RUNTIME_THREADING[name], say=say,
-                    clock=clock, progress=progress, min_speedup=min_speedup if target == "cpu" else 0.0,
+                    clock=clock, progress=progress,
+                    min_speedup=min_speedup if target in TIMED_HERE else 0.0, opener=opener,
                 )  # fmt: skip
             results[name] = result
             member = m.graphs[name].member
@@ -139,6 +149,8 @@ def quantize_graphs(
                 precision="int8",
                 quantization=label,
                 accuracy_delta={"output_relative_error": chosen.error},
+                # ONNX Runtime's own INT8 ops (MatMulIntegerToFloat, u8 activations): it runs there
+                runtime="onnxruntime" if flavour == "cpu" else None,
             )
     provenance = {
         **m.provenance,
@@ -165,20 +177,40 @@ def fixed_recipe(
     held_out: list[Feed],
     budget: float,
     threading: Threading,
+    opener: Opener = session,
 ) -> GraphResult:
     """The graph quantized whole by its first recipe, kept whatever its error (timing only)."""
+
+    def time_ms(model: GraphModel) -> float:
+        return latency_ms(opener(model, threading), held_out[0], FIXED_REPEATS)
+
     reference = session(quantizer.fp32_path.read_bytes(), threading)
-    result = GraphResult(quantizer.name, budget, latency_ms(reference, held_out[0], 10), None, None)
+    result = GraphResult(quantizer.name, budget, time_ms(quantizer.fp32_path.read_bytes()), None, None)
     if not recipes:  # the target keeps this graph float by design
         return result
     model = quantizer.quantize(recipes[0])
-    error = output_error(reference, session(model), held_out)
-    attempt = Attempt(
-        recipes[0].name, error, [], latency_ms(session(model, threading), held_out[0], 10), True
-    )
+    error = output_error(reference, opener(model, Threading()), held_out)
+    attempt = Attempt(recipes[0].name, error, [], time_ms(model), True)
     result.attempts.append(attempt)
     result.chosen, result.model = attempt, model
     return result
+
+
+def on_openvino(target: str, flavour: str) -> bool:
+    """Whether a graph of this target and flavour runs on OpenVINO (and is timed there)."""
+    return target == "openvino" and flavour == "tensorrt"
+
+
+def openvino_opener() -> Opener:
+    """Candidates compiled and run on OpenVINO; one line if it is not installed."""
+    if not backend_available("openvino"):
+        raise CalibrationError(
+            "--target openvino measures hoi on OpenVINO, which is not installed here "
+            "(pip install 'hoi2anomaly-edge[openvino]')"
+        )
+    from h2a.calibration.openvino_session import OvSession
+
+    return OvSession
 
 
 def compare_engines(fp32: Engine, int8: Engine, held: CalibrationSet) -> dict[str, Any]:

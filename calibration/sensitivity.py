@@ -71,7 +71,7 @@ def session(model: GraphModel, threading: Threading = Threading()) -> ort.Infere
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _inputs(sess: ort.InferenceSession, feed: Feed) -> Feed:
+def _inputs(sess: Any, feed: Feed) -> Feed:
     names = {i.name for i in sess.get_inputs()}
     return {k: v for k, v in feed.items() if k in names}
 
@@ -96,7 +96,7 @@ class ReferenceRuns:
 
 
 def output_error(
-    reference: ort.InferenceSession | ReferenceRuns, candidate: ort.InferenceSession, feeds: Sequence[Feed]
+    reference: ort.InferenceSession | ReferenceRuns, candidate: Any, feeds: Sequence[Feed]
 ) -> float:
     """Mean over inputs of the worst output's relative L2 error ||q - f|| / ||f||; the HOI
     encoder's instance slots are compared as sets (`instance_match.py`)."""
@@ -108,7 +108,7 @@ def output_error(
     return float(np.mean(errors))
 
 
-def latency_ms(sess: ort.InferenceSession, feed: Feed, repeats: int) -> float:
+def latency_ms(sess: Any, feed: Feed, repeats: int) -> float:
     f = _inputs(sess, feed)
     sess.run(None, f)
     times = []
@@ -117,6 +117,11 @@ def latency_ms(sess: ort.InferenceSession, feed: Feed, repeats: int) -> float:
         sess.run(None, f)
         times.append(time.perf_counter() - t0)
     return median(times) * 1000
+
+
+#: Opens a model as a session of the runtime that will run it: ONNX Runtime's `session` here, or
+#: one with its `get_inputs()` and `run(names, feed)` (`openvino_session.OvSession`).
+Opener = Callable[[GraphModel, Threading], Any]
 
 
 @dataclass
@@ -180,8 +185,12 @@ def search_graph(
     clock: SearchClock | None = None,
     progress: bool = False,
     min_speedup: float = 0.0,
+    opener: Opener = session,
 ) -> GraphResult:
-    """`threading`: as the runtime runs this graph; latencies are measured that way.
+    """`threading`: as the runtime runs this graph; latencies are measured that way. `opener`:
+    where candidates run, for their errors and latencies (ONNX Runtime unless the target runs the
+    graph elsewhere); the FP32 reference outputs always come from ONNX Runtime, the FP32 latency
+    from the opener.
     `min_speedup`: the fastest fit must run at least this many times faster than FP32, or the
     graph stays FP32 (`not_faster`); 0 keeps any fit (latencies measured here say nothing about
     the target's, e.g. TensorRT's).
@@ -197,7 +206,15 @@ def search_graph(
     bisection starts where the previous one ended (same ranking, usually the same answer)."""
     clock = clock or SearchClock()
     reference_session = session(quantizer.fp32_path.read_bytes(), threading)
-    fp32_ms = latency_ms(reference_session, held_out[0], repeats)
+
+    def time_ms(model: GraphModel) -> float:
+        return latency_ms(opener(model, threading), held_out[0], repeats)
+
+    fp32_ms = (
+        latency_ms(reference_session, held_out[0], repeats)
+        if opener is session
+        else time_ms(quantizer.fp32_path.read_bytes())
+    )
     reference = ReferenceRuns(reference_session)
     result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
     bar = Progress(quantizer.name, progress)
@@ -212,9 +229,9 @@ def search_graph(
     over: list[tuple[float, Recipe, float]] = []  # (whole-graph ms, recipe, error) of recipes to search
     for recipe in recipes:
         model = quantizer.quantize(recipe)
-        error = output_error(reference, session(model), held_out)
+        error = output_error(reference, opener(model, Threading()), held_out)
         bar.step(error if error <= budget else None)
-        whole_ms = latency_ms(session(model, threading), held_out[0], repeats)
+        whole_ms = time_ms(model)
         say(f"{quantizer.name} {recipe.name}: error {error:.4f} (budget {budget}), {whole_ms:.2f} ms")
         if error <= budget:
             keep(Attempt(recipe.name, error, [], whole_ms, True), model)
@@ -245,7 +262,7 @@ def search_graph(
         ) -> tuple[float, GraphModel]:
             """`kept`: fine groups left in float."""
             model = quantizer.quantize(recipe, [n for g in kept for n in groups[g]])
-            error = output_error(reference, session(model), held_out)
+            error = output_error(reference, opener(model, Threading()), held_out)
             bar.step(error if error <= budget else None)
             return error, model
 
@@ -257,7 +274,7 @@ def search_graph(
         key = tuple(sorted(groups))
         if key not in rankings:
             nodes = {c: [n for f in fs for n in groups[f]] for c, fs in coarse.items()}
-            rankings[key] = _rank_groups(quantizer, recipe, nodes, reference, held_out, clock, bar)
+            rankings[key] = _rank_groups(quantizer, recipe, nodes, reference, held_out, clock, bar, opener)
         ranked = rankings[key]
         result.group_errors[recipe.name] = ranked
         order = sorted(ranked, key=ranked.__getitem__, reverse=True)
@@ -273,7 +290,7 @@ def search_graph(
                 )  # fmt: skip
         attempt = Attempt(recipe.name, error, kept, within_budget=error <= budget)
         if attempt.within_budget:
-            attempt.latency_ms = latency_ms(session(model, threading), held_out[0], repeats)
+            attempt.latency_ms = time_ms(model)
             say(f"  {attempt.latency_ms:.2f} ms vs FP32 {fp32_ms:.2f} ms")
         keep(attempt, model)
         if clock.spent():
@@ -413,6 +430,7 @@ def _rank_groups(
     held_out: Sequence[Feed],
     clock: SearchClock,
     bar: Progress,
+    opener: Opener = session,
 ) -> dict[str, float]:
     """Error caused by quantizing each group alone (everything else float), on the first
     `RANK_FEEDS` held-out inputs. Groups not reached before the time budget ends rank last."""
@@ -423,6 +441,6 @@ def _rank_groups(
             break
         only = set(names)
         model = quantizer.quantize(recipe, [n for n in everything if n not in only])
-        errors[group] = output_error(reference, session(model), held_out[:RANK_FEEDS])
+        errors[group] = output_error(reference, opener(model, Threading()), held_out[:RANK_FEEDS])
         bar.step(None)
     return errors

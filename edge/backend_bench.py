@@ -64,7 +64,9 @@ def engine_figures(engine: Engine, repeats: int) -> dict[str, float]:
     }
 
 
-def variants(fp32: Path, int8: Path | None, int8_s8: Path | None) -> list[tuple[str, Path, BackendOptions]]:
+def variants(
+    fp32: Path, int8: Path | None, int8_s8: Path | None, int8_openvino: Path | None = None
+) -> list[tuple[str, Path, BackendOptions]]:
     """(label, bundle, how it runs) for every combination this machine can run."""
     ort, ov = BackendOptions("onnxruntime"), backend_available("openvino")
     out = [("onnxruntime fp32", fp32, ort)]
@@ -79,16 +81,26 @@ def variants(fp32: Path, int8: Path | None, int8_s8: Path | None) -> list[tuple[
         out.append(("onnxruntime int8 s8s8 (tensorrt q/dq)", int8_s8, ort))
         if ov:
             out.append(("openvino int8 s8s8 (tensorrt q/dq)", int8_s8, BackendOptions("openvino", "f32")))
+    if int8_openvino is not None and ov:  # hoi s8 on OpenVINO, the caption graphs u8s8 on ONNX Runtime
+        out.append(
+            ("openvino int8 mixed (--target openvino)", int8_openvino, BackendOptions("openvino", "f32"))
+        )
     return out
 
 
 def bench_backends(
-    fp32: Path, int8: Path | None, int8_s8: Path | None, repeats: int, threads: int, say: Any = print
+    fp32: Path,
+    int8: Path | None,
+    int8_s8: Path | None,
+    repeats: int,
+    threads: int,
+    say: Any = print,
+    int8_openvino: Path | None = None,
 ) -> dict[str, Any]:
     """Each variant's figures and its speed-up over ONNX Runtime FP32 (one engine at a time, so
     memory holds one model)."""
     rows: dict[str, dict[str, float]] = {}
-    for label, path, options in variants(fp32, int8, int8_s8):
+    for label, path, options in variants(fp32, int8, int8_s8, int8_openvino):
         engine = Engine(load_bundle(path), threads=threads, options=options)
         # emulated bf16 (no native support) is many times slower: fewer repeats keep the run short
         slow = engine.precision == "bf16" and not _native_bf16()

@@ -4,8 +4,8 @@ this one run (the machines are shared and noisy, so absolute times are only cont
 - caption latency at 48 tokens: KV cache vs the no-cache decoder (`--no-cache-decoder`, the whole
   prefix in one call per token, as a decoder without a cache runs), and vs replaying `dec_step`
   over the prefix (the runtime's own reference path);
-- with `--backends`: ONNX Runtime and OpenVINO (f32, bf16, and the `--int8` / `--int8-s8` bundles)
-  side by side (`backend_bench.py`);
+- with `--backends`: ONNX Runtime and OpenVINO (f32, bf16, and the `--int8` / `--int8-s8` /
+  `--int8-openvino` bundles) side by side (`backend_bench.py`);
 - pipeline throughput (capture + detect + events + captions + alert writing) vs a bare `hoi` loop
   over the same frames;
 - `hoi` latency: ONNX Runtime vs torch eager on the same weights, when `--checkpoint` is given
@@ -195,6 +195,7 @@ def run(
     no_cache_decoder: Path | None = None,
     backends: bool = False,
     int8_s8_path: Path | None = None,
+    int8_openvino_path: Path | None = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     bundle = load_bundle(bundle_path)
@@ -228,7 +229,9 @@ def run(
     result["peak_rss_mb"] = peak_rss_mb
     if backends:
         del engine
-        result["backends"] = bench_backends(bundle_path, int8_path, int8_s8_path, repeats, threads)
+        result["backends"] = bench_backends(
+            bundle_path, int8_path, int8_s8_path, repeats, threads, int8_openvino=int8_openvino_path
+        )
     return result
 
 
@@ -327,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--int8-s8", type=Path, help="with --backends: a --target tensorrt (symmetric s8 Q/DQ) bundle"
     )
+    p.add_argument(
+        "--int8-openvino",
+        type=Path,
+        help="with --backends: a --target openvino bundle (hoi on OpenVINO, captions on ONNX Runtime)",
+    )
     args = p.parse_args(argv)
     return run_main("edge-bench", lambda: report(args))
 
@@ -343,6 +351,7 @@ def report(args: argparse.Namespace) -> None:
         args.no_cache_decoder,
         args.backends,
         args.int8_s8,
+        args.int8_openvino,
     )
     print(table(result))
     if args.json:

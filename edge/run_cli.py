@@ -146,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         engine=str(args.engine),
         source=spec.describe(),
         backend=engine.backend,
+        # graphs run elsewhere than the backend (ONNX Runtime's INT8 caption graphs beside OpenVINO)
+        **{f"{g}_backend": b for g, b in engine.graph_backends.items() if b != engine.backend},
         precision=engine.precision,
         alerts="off (dry run)" if args.dry_run else str(args.alerts),
         config=watcher.config.version,

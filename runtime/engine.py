@@ -65,7 +65,9 @@ class Explanation:
 #: INT8 bundle quantized for ONNX Runtime (`--target cpu`: com.microsoft ops such as
 #: MatMulIntegerToFloat, which OpenVINO's reader gives another output rank); a bundle of TensorRT
 #: engines only on TensorRT. `auto`: the bundle's TensorRT engines where it has them, else OpenVINO
-#: where it is installed and the bundle suits it, else ONNX Runtime.
+#: where it is installed and the bundle suits it, else ONNX Runtime. On OpenVINO, a graph whose
+#: manifest entry needs ONNX Runtime (`--target openvino` quantizes the caption graphs that way)
+#: runs on ONNX Runtime beside it (`graph_backend`).
 RUNTIME_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 
 
@@ -113,6 +115,20 @@ def select_backend(bundle: Bundle, requested: str) -> str:
         _, how = BACKEND_MODULES[requested]
         raise BackendError(f"--backend {requested}: it is not installed here ({how})")
     return requested
+
+
+def graph_backend(bundle: Bundle, name: str, backend: str) -> str:
+    """The backend one graph runs on when the bundle runs on `backend`: its own where its manifest
+    entry needs a runtime (ONNX Runtime's INT8 ops), else the bundle's."""
+    needs = bundle.manifest.graphs[name].runtime
+    if needs is None or needs == backend or backend == "tensorrt":
+        return backend
+    if not backend_available(needs):
+        _, how = BACKEND_MODULES[needs]
+        raise BackendError(
+            f"{bundle.path}: graph {name} was quantized for {needs}, which is not installed ({how})"
+        )
+    return needs
 
 
 def openvino_bf16_gate_passed(bundle: Bundle) -> bool:
@@ -237,8 +253,13 @@ class Engine:
             self.precision = resolve_precision(options.precision, openvino_bf16_gate_passed(bundle))
             options = dataclasses.replace(options, precision=self.precision)
 
+        #: Where each graph runs: the bundle's backend, or ONNX Runtime for a graph made for it.
+        self.graph_backends = {name: graph_backend(bundle, name, self.backend) for name in m.graphs}
+
         def load(name: str, graph_threads: int, spin: bool = False) -> GraphRunner:
-            return open_graph(bundle, name, providers, graph_threads, spin, self.backend, options)
+            return open_graph(
+                bundle, name, providers, graph_threads, spin, self.graph_backends[name], options
+            )
 
         self.hoi = load("hoi", threads, hoi_spins(bundle, hoi_spin))
         self.cap_encoder = load("cap_encoder", caption_threads)

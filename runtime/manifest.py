@@ -27,6 +27,9 @@ class GraphEntry:
     format: str = "onnx"  # onnx | tensorrt-engine
     quantization: str | None = None  # e.g. "static-qdq-u8s8", "dynamic-s8"; None for float graphs
     accuracy_delta: dict[str, float] | None = None  # measured against FP32 on held-out data
+    # the runtime this graph needs whatever the bundle runs on: "onnxruntime" for graphs quantized
+    # into ONNX Runtime's own INT8 ops (edge-calibrate quantize --target cpu|openvino); None: any
+    runtime: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ def build_tensorrt(args: argparse.Namespace) -> None:
     from h2a.runtime.bundle import load_bundle
 
     source = load_bundle(args.onnx_bundle, require_backend=False)
-    if (source.manifest.provenance.get("calibration") or {}).get("target") == "cpu":
+    target = (source.manifest.provenance.get("calibration") or {}).get("target")
+    if target in ("cpu", "openvino"):
         raise InputError(
-            f"{args.onnx_bundle} was quantized for ONNX Runtime on the CPU (u8 activations, contrib ops); "
-            "for TensorRT run edge-calibrate quantize --target tensorrt on the FP32 bundle"
+            f"{args.onnx_bundle} was quantized for the CPU (--target {target}: graphs in ONNX Runtime's "
+            "own INT8 ops); for TensorRT run edge-calibrate quantize --target tensorrt on the FP32 bundle"
         )
     try:
         from h2a.export_tools.export import tensorrt_build
