@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from h2a.edge.config import ConfigError, ConfigWatcher
     from h2a.edge.pipeline import PipelineOptions, build_pipeline
     from h2a.edge.sources import parse_source
-    from h2a.edge.telemetry import log_event, setup_logging
+    from h2a.edge.telemetry import log_event, log_fields, setup_logging
     from h2a.runtime.engine import Engine
 
     setup_logging(args.log_level)
@@ -141,16 +141,19 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, reload)
-    log_event(
+    # graphs that run elsewhere than the backend (ONNX Runtime's INT8 caption graphs beside OpenVINO)
+    elsewhere = {f"{g}_backend": b for g, b in engine.graph_backends.items() if b != engine.backend}
+    log_fields(
         "started",
-        engine=str(args.engine),
-        source=spec.describe(),
-        backend=engine.backend,
-        # graphs run elsewhere than the backend (ONNX Runtime's INT8 caption graphs beside OpenVINO)
-        **{f"{g}_backend": b for g, b in engine.graph_backends.items() if b != engine.backend},
-        precision=engine.precision,
-        alerts="off (dry run)" if args.dry_run else str(args.alerts),
-        config=watcher.config.version,
+        {
+            "engine": str(args.engine),
+            "source": spec.describe(),
+            "backend": engine.backend,
+            **elsewhere,
+            "precision": engine.precision,
+            "alerts": "off (dry run)" if args.dry_run else str(args.alerts),
+            "config": watcher.config.version,
+        },
     )
     stats = pipeline.run()
     log_event(

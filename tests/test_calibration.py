@@ -638,3 +638,14 @@ def test_openvino_target_runs_hoi_on_openvino_and_the_caption_graphs_on_onnxrunt
         )
         det = on_ort.detect(frame)  # one detection, captioned by each: both caption on ONNX Runtime
         assert mixed.explain(det).tokens == on_ort.explain(det).tokens
+    from tests.test_edge_run import write_video
+
+    video = write_video(tmp_path / "clip.avi", 6)
+    run = run_cli(
+        "h2a.edge.run_cli", "--engine", str(out), "--source", str(video), "--dry-run",
+        "--backend", "openvino", "--ov-cache", "off", timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    started = next(line for line in (run.stderr + run.stdout).splitlines() if "started" in line)
+    assert "backend=openvino" in started
+    assert "cap_encoder_backend=onnxruntime" in started and "dec_step_backend=onnxruntime" in started
