@@ -65,12 +65,16 @@ class FakeQuantizer:
         return scaled_graph(error, self.whole_ms[recipe.name] + self.float_ms * len(kept))
 
 
+def _metadata_ms(sess: object) -> float:
+    return float(sess.get_modelmeta().custom_metadata_map["latency_ms"])  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def metadata_latency(monkeypatch: pytest.MonkeyPatch) -> None:
-    def latency(sess: object, feed: object, repeats: int) -> float:
-        return float(sess.get_modelmeta().custom_metadata_map["latency_ms"])  # type: ignore[attr-defined]
-
-    monkeypatch.setattr(sensitivity, "latency_ms", latency)
+    monkeypatch.setattr(sensitivity, "latency_ms", lambda sess, feed, repeats: _metadata_ms(sess))
+    monkeypatch.setattr(
+        sensitivity, "paired_latency_ms", lambda a, b, feed, repeats: (_metadata_ms(a), _metadata_ms(b))
+    )
 
 
 FEEDS = [{"x": np.full((1, 4), v, np.float32)} for v in (1.0, 2.0, 3.0)]
@@ -150,3 +154,27 @@ def test_a_fit_no_faster_than_fp32_keeps_the_graph_fp32(tmp_path: Path) -> None:
     assert kept.chosen is not None and not kept.not_faster
     faster = FakeQuantizer(tmp_path, {"fast": 50.0})  # 53 ms: 1.9x
     assert search_graph(faster, [FAST], FEEDS, 0.05, min_speedup=1.05).chosen is not None  # type: ignore[arg-type]
+
+
+def test_the_speed_up_is_judged_on_fp32_and_the_fit_timed_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The machine slows down by half during the search: FP32, timed at its start, reads 100 ms and
+    the fit (truly 80 ms), timed at its end, 120 ms. Judged on those the fit would not be faster;
+    timed alternately with FP32 at the end (both 1.5x slower), it is 1.25x faster and kept."""
+    slowdown = {"factor": 1.0}
+
+    def drifting(sess: object, feed: object, repeats: int) -> float:
+        ms = _metadata_ms(sess) * slowdown["factor"]
+        slowdown["factor"] = 1.5  # every later measurement sees the slower machine
+        return ms
+
+    def paired(a: object, b: object, feed: object, repeats: int) -> tuple[float, float]:
+        return _metadata_ms(a) * slowdown["factor"], _metadata_ms(b) * slowdown["factor"]
+
+    monkeypatch.setattr(sensitivity, "latency_ms", drifting)
+    monkeypatch.setattr(sensitivity, "paired_latency_ms", paired)
+    q = FakeQuantizer(tmp_path, {"fast": 77.0})  # the fit keeps 3 groups float: 80 ms
+    result = search_graph(q, [FAST], FEEDS, 0.05, min_speedup=1.05)  # type: ignore[arg-type]
+    assert result.chosen is not None and not result.not_faster
+    assert result.fp32_ms == pytest.approx(150.0) and result.chosen.latency_ms == pytest.approx(120.0)
