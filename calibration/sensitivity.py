@@ -166,6 +166,7 @@ class GraphResult:
     group_errors: dict[str, dict[str, float]] = field(default_factory=dict)  # recipe -> group -> error
     out_of_time: bool = False  # the time budget ended a search or kept one from starting
     not_faster: bool = False  # a recipe fitted but ran no faster than FP32: the graph stays FP32
+    rejected_ms: float | None = None  # when not_faster: the fastest fit's latency, timed with FP32's
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -177,6 +178,7 @@ class GraphResult:
             "group_errors": self.group_errors,
             "out_of_time": self.out_of_time,
             "not_faster": self.not_faster,
+            "rejected_ms": self.rejected_ms,
         }
 
 
@@ -330,7 +332,7 @@ def search_graph(
             f"  {quantizer.name} timed alternately with FP32: {best[0].latency_ms:.2f} ms vs {fp32_ms:.2f} ms"
         )
     if best is not None and best[0].latency_ms is not None and best[0].latency_ms * min_speedup > fp32_ms:
-        result.not_faster = True
+        result.not_faster, result.rejected_ms = True, best[0].latency_ms
         say(
             f"  {quantizer.name}: the fastest fit ({best[0].latency_ms:.2f} ms) is not {min_speedup:g}x "
             f"faster than FP32 ({fp32_ms:.2f} ms): kept FP32"

@@ -649,3 +649,22 @@ def test_openvino_target_runs_hoi_on_openvino_and_the_caption_graphs_on_onnxrunt
     started = next(line for line in (run.stderr + run.stdout).splitlines() if "started" in line)
     assert "backend=openvino" in started
     assert "cap_encoder_backend=onnxruntime" in started and "dec_step_backend=onnxruntime" in started
+
+
+def test_int8_that_is_not_faster_stays_fp32_and_the_summary_gives_both_timings(
+    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """No INT8 graph runs 1000x faster than FP32: each stays FP32, and the summary gives the fit's
+    and FP32's latencies, timed alternately."""
+    out = tmp_path / "same.plan"
+    result = run_cli(
+        "h2a.calibration.cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib_npz),
+        "--target", "cpu", "--out", str(out), "--quiet", "--min-speedup", "1000", "--budget-hoi", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    graphs = load_bundle(out).manifest.graphs
+    assert all(g.precision == "fp32" for g in graphs.values())
+    lines = [line for line in result.stdout.splitlines() if "not 1000x faster" in line]
+    assert len(lines) == 3 and all("timed alternately" in line for line in lines)
+    searched = json.loads(zipfile.ZipFile(out).read("manifest.json"))["provenance"]["calibration"]["graphs"]
+    assert all(g["not_faster"] and g["rejected_ms"] > 0 for g in searched.values())

@@ -150,6 +150,7 @@ def test_a_fit_no_faster_than_fp32_keeps_the_graph_fp32(tmp_path: Path) -> None:
     result = search_graph(q, [FAST], FEEDS, 0.05, min_speedup=1.05)  # type: ignore[arg-type]
     assert result.chosen is None and result.model is None and result.not_faster
     assert result.attempts[-1].within_budget and result.attempts[-1].latency_ms == pytest.approx(101.0)
+    assert result.rejected_ms == pytest.approx(101.0)
     kept = search_graph(q, [FAST], FEEDS, 0.05, min_speedup=0.0)  # type: ignore[arg-type]
     assert kept.chosen is not None and not kept.not_faster
     faster = FakeQuantizer(tmp_path, {"fast": 50.0})  # 53 ms: 1.9x
