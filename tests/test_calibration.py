@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import subprocess
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,11 +59,15 @@ def calib_npz(dataset: Path, tiny_bundle: Path) -> Path:
     return out
 
 
-def _quantize(tiny_bundle: Path, calib: Path, out: Path, target: str = "cpu", *extra: str) -> None:
-    result = run_cli(
+def _run_quantize(tiny_bundle: Path, calib: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(
         "h2a.calibration.cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib),
-        "--target", target, "--out", str(out), "--quiet", "--min-speedup", "0", *extra,
+        "--out", str(out), "--quiet", *args,
     )  # fmt: skip
+
+
+def _quantize(tiny_bundle: Path, calib: Path, out: Path, target: str = "cpu", *extra: str) -> None:
+    result = _run_quantize(tiny_bundle, calib, out, "--target", target, "--min-speedup", "0", *extra)
     assert result.returncode == 0, result.stderr
 
 
@@ -525,10 +530,9 @@ def test_a_spent_time_budget_keeps_the_unsearched_graph_float_and_says_why(
     budget no whole recipe meets, stays FP32 and the bundle is still written (the user's own time
     limit, not a failed search); the summary and the manifest say the time budget ended it."""
     out = tmp_path / "hurried.plan"
-    result = run_cli(
-        "h2a.calibration.cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib_npz),
-        "--target", "cpu", "--out", str(out), "--quiet", "--time-budget", "0", "--budget-hoi", "0.0001",
-    )  # fmt: skip
+    result = _run_quantize(
+        tiny_bundle, calib_npz, out, "--target", "cpu", "--time-budget", "0", "--budget-hoi", "0.0001"
+    )
     assert result.returncode == 0, result.stderr
     assert "FP32 (the time budget ended its search" in result.stdout
     manifest = load_bundle(out).manifest
@@ -657,10 +661,9 @@ def test_int8_that_is_not_faster_stays_fp32_and_the_summary_gives_both_timings(
     """No INT8 graph runs 1000x faster than FP32: each stays FP32, and the summary gives the fit's
     and FP32's latencies, timed alternately."""
     out = tmp_path / "same.plan"
-    result = run_cli(
-        "h2a.calibration.cli", "quantize", "--engine", str(tiny_bundle), "--calib", str(calib_npz),
-        "--target", "cpu", "--out", str(out), "--quiet", "--min-speedup", "1000", "--budget-hoi", "1",
-    )  # fmt: skip
+    result = _run_quantize(
+        tiny_bundle, calib_npz, out, "--target", "cpu", "--min-speedup", "1000", "--budget-hoi", "1"
+    )
     assert result.returncode == 0, result.stderr
     graphs = load_bundle(out).manifest.graphs
     assert all(g.precision == "fp32" for g in graphs.values())
