@@ -6,9 +6,8 @@ has to load. On the base `hoi` that round trip was ~2.5 s of a 3.1 s call, and t
 once per try of a recipe with dynamic MatMuls (5.3 s per try in all, against 0.3 s for a static
 recipe's rewiring). This runs the same steps (opset update, ONNX Runtime's own `ONNXQuantizer` in
 integer-ops mode with quantize_dynamic's default options, which infers the shapes it needs) in
-memory, once;
-`tests/test_calibration.py` checks that the result equals `quantize_dynamic`'s, node for node and
-weight for weight.
+memory; `tests/test_calibration.py` checks that the result equals `quantize_dynamic`'s, node for
+node and weight for weight.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """A candidate graph on OpenVINO, seen as the search sees an ONNX Runtime session.
 
 Under `--target openvino` the `hoi` graph runs on OpenVINO, which executes its symmetric s8 Q/DQ
-graph as INT8 with its own kernels and fusions. Both what the search measures differ from ONNX
-Runtime's on the same graph: speed (base preset: 96 ms on OpenVINO, 423 ms on ONNX Runtime, which
-runs s8 Q/DQ slower than FP32) and error (tiny preset, random weights: anomaly logits 0.13 from
-FP32 on OpenVINO, 0.02 on ONNX Runtime). So its candidates are compiled here, as `edge-run
+graph as INT8 with its own kernels and fusions. Both things the search measures differ from ONNX
+Runtime's on the same graph: speed (base preset: 89.7 ms on OpenVINO, 366.2 ms on ONNX Runtime,
+which runs s8 Q/DQ slower than FP32) and error (tiny preset, random weights: anomaly logits 0.13
+from FP32 on OpenVINO, 0.02 on ONNX Runtime). So its candidates are compiled here, as `edge-run
 --backend openvino` compiles them (f32 precision hint), and measured on OpenVINO.
 """
 

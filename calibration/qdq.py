@@ -147,10 +147,10 @@ RECIPES: dict[str, dict[str, list[Recipe]]] = {
 #: How each graph is quantized per `--target`: in the "cpu" flavour (u8 activations, s8 weights,
 #: ONNX Runtime's own fused INT8 ops: the graph needs ONNX Runtime) or the "tensorrt" flavour
 #: (symmetric s8 Q/DQ around standard ONNX ops). `openvino` mixes them per graph, each where it ran
-#: fastest on this CPU (one `edge-bench --backends` run, base preset): `hoi` in s8 Q/DQ, which
-#: OpenVINO's CPU plugin runs as INT8 (96.0 ms against ONNX Runtime's u8s8 134.8 ms), the caption
-#: graphs in the cpu flavour on ONNX Runtime (a decoder step 2.11 ms there, 6.11-10.02 ms on
-#: OpenVINO).
+#: fastest on this CPU (one `edge-bench --backends` run, base preset, fixed recipes): `hoi` in s8
+#: Q/DQ, which OpenVINO's CPU plugin runs as INT8 (89.7 ms against 102.2 ms for ONNX Runtime's
+#: u8s8), the caption graphs in the cpu flavour on ONNX Runtime (a decoder step 1.28 ms there
+#: against 5.05 ms on OpenVINO).
 GRAPH_FLAVOURS: dict[str, dict[str, str]] = {
     "cpu": dict.fromkeys(GRAPHS, "cpu"),
     "tensorrt": dict.fromkeys(GRAPHS, "tensorrt"),
