@@ -107,6 +107,10 @@ def quantize_graphs(
     if len(calib) < MIN_FRAMES:
         raise CalibrationError(f"the calibration set has {len(calib)} frames; collect at least {MIN_FRAMES}")
     budgets = {**DEFAULT_BUDGETS, **(budgets or {})}
+    openers = {
+        name: openvino_opener() if on_openvino(target, GRAPH_FLAVOURS[target][name]) else session
+        for name in SEARCH_ORDER
+    }  # before any work: OpenVINO may be missing
     clock = SearchClock(time_budget)
     cal, held = calib.split(HELD_OUT_EVERY)
     engine = Engine(bundle, options=ORT)  # the search measures on ONNX Runtime (sensitivity.py)
@@ -121,7 +125,7 @@ def quantize_graphs(
             flavour = GRAPH_FLAVOURS[target][name]
             quantizer = GraphQuantizer(bundle.graph_bytes(name), flavour, method, Path(tmp), name)
             recipes = RECIPES[flavour][name][:1] if fixed else RECIPES[flavour][name]
-            opener = openvino_opener() if on_openvino(target, flavour) else session
+            opener = openers[name]
             if any(r.static_ops for r in recipes):
                 say(f"{name}: calibrating ranges ({method}) on {len(feeds[name])} inputs ...")
                 quantizer.compute_ranges(feeds[name])

@@ -671,3 +671,19 @@ def test_int8_that_is_not_faster_stays_fp32_and_the_summary_gives_both_timings(
     assert len(lines) == 3 and all("timed alternately" in line for line in lines)
     searched = json.loads(zipfile.ZipFile(out).read("manifest.json"))["provenance"]["calibration"]["graphs"]
     assert all(g["not_faster"] and g["rejected_ms"] > 0 for g in searched.values())
+
+
+def test_openvino_target_without_openvino_is_refused_before_any_work(
+    calib_npz: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from h2a.calibration import quantize_bundle
+    from h2a.calibration.calib_set import CalibrationError
+
+    monkeypatch.setattr(quantize_bundle, "backend_available", lambda name: name != "openvino")
+    monkeypatch.setattr(quantize_bundle, "record_feeds", lambda *a, **k: pytest.fail("recorded first"))
+    with pytest.raises(
+        CalibrationError, match=r"--target openvino measures hoi on OpenVINO, which is not installed"
+    ):
+        quantize_bundle.quantize_graphs(
+            load_bundle(tiny_bundle), calib_set.load(calib_npz), "openvino", "minmax"
+        )
