@@ -29,6 +29,7 @@ from h2a.calibration.sensitivity import (
     Opener,
     SearchClock,
     Threading,
+    fp32_session,
     latency_ms,
     output_error,
     search_graph,
@@ -189,7 +190,8 @@ def fixed_recipe(
         return latency_ms(opener(model, threading), held_out[0], FIXED_REPEATS)
 
     reference = session(quantizer.fp32_path.read_bytes(), threading)
-    result = GraphResult(quantizer.name, budget, time_ms(quantizer.fp32_path.read_bytes()), None, None)
+    fp32_ms = latency_ms(fp32_session(quantizer, reference, opener, threading), held_out[0], FIXED_REPEATS)
+    result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
     if not recipes:  # the target keeps this graph float by design
         return result
     model = quantizer.quantize(recipes[0])

@@ -124,6 +124,14 @@ def latency_ms(sess: Any, feed: Feed, repeats: int) -> float:
 Opener = Callable[[GraphModel, Threading], Any]
 
 
+def fp32_session(
+    quantizer: GraphQuantizer, reference: ort.InferenceSession, opener: Opener, threading: Threading
+) -> Any:
+    """The FP32 graph where its INT8 candidates run, for timing: `reference` (ONNX Runtime, threaded
+    as the runtime runs it) unless another runtime opens the candidates."""
+    return reference if opener is session else opener(quantizer.fp32_path.read_bytes(), threading)
+
+
 #: Alternating runs of FP32 and the chosen INT8 graph behind the speed-up check.
 PAIRED_REPEATS = 5
 
@@ -234,11 +242,8 @@ def search_graph(
     def time_ms(model: GraphModel) -> float:
         return latency_ms(opener(model, threading), held_out[0], repeats)
 
-    fp32_ms = (
-        latency_ms(reference_session, held_out[0], repeats)
-        if opener is session
-        else time_ms(quantizer.fp32_path.read_bytes())
-    )
+    fp32_timed = fp32_session(quantizer, reference_session, opener, threading)
+    fp32_ms = latency_ms(fp32_timed, held_out[0], repeats)
     reference = ReferenceRuns(reference_session)
     result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
     bar = Progress(quantizer.name, progress)
@@ -321,11 +326,8 @@ def search_graph(
             result.out_of_time = True
     bar.close()
     if best is not None and min_speedup > 0:  # the speed-up decided on figures of the same moment
-        fp32_now = (
-            reference_session if opener is session else opener(quantizer.fp32_path.read_bytes(), threading)
-        )
         fp32_ms, best[0].latency_ms = paired_latency_ms(
-            fp32_now, opener(best[1], threading), held_out[0], PAIRED_REPEATS
+            fp32_timed, opener(best[1], threading), held_out[0], PAIRED_REPEATS
         )
         result.fp32_ms = fp32_ms
         say(
