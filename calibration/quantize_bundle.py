@@ -36,7 +36,7 @@ from h2a.calibration.sensitivity import (
     session,
 )
 from h2a.calibration.traces import Feed, record_feeds
-from h2a.calibration.weight_store import GraphModel, model_bytes
+from h2a.calibration.weight_store import model_bytes
 from h2a.runtime.bundle import Bundle, backend_available
 from h2a.runtime.engine import CAPTION_THREADS, BackendOptions, Engine
 from h2a.runtime.manifest import GraphEntry, Manifest
@@ -186,17 +186,15 @@ def fixed_recipe(
 ) -> GraphResult:
     """The graph quantized whole by its first recipe, kept whatever its error (timing only)."""
 
-    def time_ms(model: GraphModel) -> float:
-        return latency_ms(opener(model, threading), held_out[0], FIXED_REPEATS)
-
     reference = session(quantizer.fp32_path.read_bytes(), threading)
     fp32_ms = latency_ms(fp32_session(quantizer, reference, opener, threading), held_out[0], FIXED_REPEATS)
     result = GraphResult(quantizer.name, budget, fp32_ms, None, None)
     if not recipes:  # the target keeps this graph float by design
         return result
     model = quantizer.quantize(recipes[0])
-    error = output_error(reference, opener(model, Threading()), held_out)
-    attempt = Attempt(recipes[0].name, error, [], time_ms(model), True)
+    candidate = opener(model, threading)
+    error = output_error(reference, candidate, held_out)
+    attempt = Attempt(recipes[0].name, error, [], latency_ms(candidate, held_out[0], FIXED_REPEATS), True)
     result.attempts.append(attempt)
     result.chosen, result.model = attempt, model
     return result
