@@ -316,9 +316,8 @@ class GraphQuantizer:
                 float_inputs_outside_scope(model, recipe.cnn_ops)
         else:
             fuse_matmul_bias(model)
-        if recipe.dynamic_ops:  # new INT8 weights, its own: held apart for this try only
-            store = WeightStore(self.weights.min_bytes)
-            return store.graph(store.take_weights(model))
+        if recipe.dynamic_ops:  # its INT8 weights are new to this try: the whole model
+            return model.SerializeToString()
         return self.weights.graph(model)
 
     def _always_float(self, recipe: Recipe) -> list[str]:

@@ -239,9 +239,6 @@ def search_graph(
     clock = clock or SearchClock()
     reference_session = session(quantizer.fp32_path.read_bytes(), threading)
 
-    def time_ms(model: GraphModel) -> float:
-        return latency_ms(opener(model, threading), held_out[0], repeats)
-
     fp32_timed = fp32_session(quantizer, reference_session, opener, threading)
     fp32_ms = latency_ms(fp32_timed, held_out[0], repeats)
     reference = ReferenceRuns(reference_session)
@@ -320,7 +317,7 @@ def search_graph(
                 )  # fmt: skip
         attempt = Attempt(recipe.name, error, kept, within_budget=error <= budget)
         if attempt.within_budget:
-            attempt.latency_ms = time_ms(model)
+            attempt.latency_ms = latency_ms(opener(model, threading), held_out[0], repeats)
             say(f"  {attempt.latency_ms:.2f} ms vs FP32 {fp32_ms:.2f} ms")
         keep(attempt, model)
         if clock.spent():
