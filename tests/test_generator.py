@@ -65,6 +65,24 @@ def test_labels_are_consistent(kind: str) -> None:
             assert "anomaly include" not in scene.caption.total
 
 
+def test_an_anomaly_scene_whose_victim_left_the_frame_is_drawn_again_not_labelled_normal(
+    tmp_path: Path,
+) -> None:
+    gen = SceneGenerator(256, 0)
+    lost = gen.scene(6)  # a car accident whose lying victim was placed outside the frame
+    assert lost.kind == "car accident" and lost.anomaly is None and not lost.hois
+    staged = gen.staged(6)
+    assert staged.kind == "car accident" and staged.anomaly == "car accident" and staged.hois
+    assert gen.staged(0).caption == gen.scene(0).caption  # a scene that was staged is kept as drawn
+
+    write_images(tmp_path, 8, 256, seed=0, progress=False)
+    raw = json.loads((tmp_path / "annotations.json").read_text())
+    for entry in raw["images"]:
+        assert (entry["kind"] in ANOMALY_SCENES) == entry["anomaly"], entry["file"]
+        if entry["anomaly"]:
+            assert entry["anomaly_type"] == entry["kind"] and entry["hoi"]
+
+
 def test_hard_negative_weapon_is_an_instance_without_interaction() -> None:
     scene = SceneGenerator(256, 3).scene(0, kind="weapon_on_table")
     weapons = [i for i, inst in enumerate(scene.instances) if inst.label in ("gun", "knife", "bat")]

@@ -19,6 +19,7 @@ from h2a.export_tools.data.scenes import (
     NORMAL_SCENES,
     Scene,
     SceneGenerator,
+    redraw_until_staged,
 )
 from h2a.export_tools.taxonomy import ACTIONS, ANOMALIES, OBJECTS
 from h2a.runtime.cli import run_main
@@ -30,7 +31,6 @@ JPEG_QUALITY = 92
 VIDEO_FPS = 10
 VIDEO_SECONDS = 8
 LABELS_FILE = "labels.json"
-MAX_SCENE_ATTEMPTS = 20  # redraws of an anomaly scene whose interaction could not be staged
 
 
 def split_of(index: int, count: int) -> str:
@@ -69,7 +69,7 @@ def write_images(out: Path, count: int, size: int, seed: int, progress: bool = T
     gen = SceneGenerator(size, seed)
     entries = []
     for index in tqdm(range(count), desc="scenes", unit="img", disable=not progress):
-        scene = gen.scene(index)
+        scene = gen.staged(index)
         name = f"images/{index:06d}.jpg"
         cv2.imwrite(str(out / name), scene.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         entries.append(scene_entry(scene, name, split_of(index, count)))
@@ -105,14 +105,12 @@ def write_videos(
         start = end = -1
         if has_event:
             kind = str(rng.choice(list(ANOMALY_SCENES)))
-            # a builder that could not stage its interaction returns a scene without an anomaly: draw
-            # again (a labelled event must show one; the label file's types are never null)
-            for attempt in range(MAX_SCENE_ATTEMPTS):
-                anomalous = gen.scene(base + 1 + attempt, kind=kind, background=base)
-                if anomalous.anomaly is not None:
-                    break
-            else:
-                raise H2AError(f"no {kind} scene could be staged in {MAX_SCENE_ATTEMPTS} attempts")
+            # a labelled event must show its anomaly: the label file's types are never null (the
+            # lambda is called before the loop moves on, so binding `base` and `kind` late is safe)
+            anomalous = redraw_until_staged(
+                lambda attempt: gen.scene(base + 1 + attempt, kind=kind, background=base)  # noqa: B023
+            )
+            assert anomalous.anomaly is not None
             start = int(rng.integers(frames // 5, frames // 2))
             end = min(frames - 5, start + int(rng.integers(frames // 4, frames // 2)))
             events.append(
