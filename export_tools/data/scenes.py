@@ -401,7 +401,7 @@ class SceneGenerator:
         """Scene number `index`, drawn again while it is an anomaly scene whose builder could not
         stage its interaction (the victim of a car accident fell outside the frame). Such a frame
         still shows the crashed car and its debris, but carries no interaction and so no anomaly
-        label: generator 3 wrote 10% of its anomaly scenes (28% of its car accidents) as "normal"
+        label: generator 3 wrote 5% of its anomaly scenes (28% of its car accidents) as "normal"
         frames, in training and in the test split alike."""
         scene = self.scene(index)
         return redraw_until_staged(
