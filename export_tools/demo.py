@@ -53,6 +53,10 @@ GATE_HOI_ERROR = ("--max-hoi-error", str(DEFAULT_BUDGETS["hoi"]))
 #: run, 12.1 against 9.5 ms in another), so the quantizer's speed-up rule would keep a graph FP32 or
 #: not by chance.
 EVERY_GRAPH_INT8 = ("--min-speedup", "0")
+#: A graph that no INT8 recipe brings within its budget stays FP32 (the summary says so) instead of
+#: stopping the demo: seed 1's dec_step (generator 4) still measured 0.0139 against its 0.005 with
+#: 13 of its 14 groups in float, and the whole chain failed there.
+OVER_BUDGET_STAYS_FP32 = ("--allow-fp32-fallback",)
 
 
 def run(title: str, module: str, *args: str, check: bool = True) -> int:
@@ -164,6 +168,7 @@ def int8(data: Path, fp32: Path, bundle: Path, out: Path) -> bool:
             *CAPTION_BUDGETS,
             *HOI_BUDGET,
             *EVERY_GRAPH_INT8,
+            *OVER_BUDGET_STAYS_FP32,
             "--quiet",
         )
         code = run(
