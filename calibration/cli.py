@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from h2a.calibration import calib_set
+from h2a.calibration.cpu_features import CHOICES as CPU_WEIGHT_CHOICES
+from h2a.calibration.cpu_features import reduce_range
 from h2a.calibration.gate import Budget, judge, token_agreement
 from h2a.calibration.options import CALIBRATION_METHOD_NAMES, DEFAULT_BUDGETS, GRAPHS, TARGETS
 from h2a.runtime.bundle import Bundle, load_bundle
@@ -103,6 +105,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         args.fixed_recipe,
         not args.quiet,
         args.min_speedup,
+        reduce_range(args.reduce_range),
     )
     failed = q.failed()
     if failed and not args.allow_fp32_fallback and not args.fixed_recipe:
@@ -126,7 +129,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     write_bundle(args.out, manifest, members)
     seconds = manifest.provenance["calibration"]["seconds"]
     print(
-        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, target {args.target}, {args.method}; "
+        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, target {args.target}, {args.method}"
+        f"{', 7-bit CPU weights' if calibration['reduce_range'] else ''}; "
         f"recorded, calibrated and searched in {seconds:.0f} s of the {args.time_budget:.0f} s time budget)"
     )
     for name in GRAPHS:
@@ -301,6 +305,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="X",
         help="--target cpu|openvino: an INT8 graph must run X times faster than FP32 here, or it stays FP32 "
         f"(0 keeps any fit within budget; {DEFAULT_MIN_SPEEDUP})",
+    )
+    q.add_argument(
+        "--reduce-range",
+        choices=CPU_WEIGHT_CHOICES,
+        default="auto",
+        help="--target cpu|openvino: 7-bit weights, which x86 CPUs without VNNI (AVX2) need to avoid "
+        "int16 overflow; auto: on unless this CPU has VNNI (quantize on the CPU class you deploy to)",
     )
     q.add_argument(
         "--fixed-recipe",

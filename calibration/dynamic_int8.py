@@ -25,10 +25,11 @@ ACTIVATION_TYPE = QuantType.QUInt8  # the only type ONNX Runtime's dynamic activ
 
 
 def quantize_dynamic_model(
-    model: onnx.ModelProto, op_types: Sequence[str], exclude: Sequence[str] = ()
+    model: onnx.ModelProto, op_types: Sequence[str], exclude: Sequence[str] = (), reduce_range: bool = False
 ) -> onnx.ModelProto:
     """`model` (weights inside; left unchanged) with the `op_types` nodes not in `exclude` in
-    dynamic INT8: s8 per-tensor weights, u8 activations quantized at run time."""
+    dynamic INT8: s8 per-tensor weights (7-bit with `reduce_range`), u8 activations quantized at
+    run time."""
     # Not shape-inferred here: in integer-ops mode ONNXQuantizer infers shapes itself after turning
     # Gemms into MatMuls and keeps only that result, so quantize_dynamic's first inference only
     # costs time (~1 s on the base hoi). The metadata tells its base class not to infer a third time.
@@ -39,7 +40,7 @@ def quantize_dynamic_model(
     quantizer = ONNXQuantizer(
         marked,
         False,  # per_channel
-        False,  # reduce_range
+        reduce_range,
         QuantizationMode.IntegerOps,
         False,  # static
         WEIGHT_TYPE,

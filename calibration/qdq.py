@@ -220,12 +220,15 @@ class GraphQuantizer:
         workdir: Path,
         name: str = "graph",
         external_min_bytes: int = EXTERNAL_MIN_BYTES,
+        reduce_range: bool = False,
     ) -> None:
+        """`reduce_range`: 7-bit weights, for x86 CPUs without VNNI (`cpu_features.py`)."""
         if flavour not in FLAVOURS:
             raise CalibrationError(f"INT8 flavour {flavour!r}: expected one of {', '.join(FLAVOURS)}")
         if method not in CALIBRATION_METHODS:
             raise CalibrationError(f"--method {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
         self.flavour, self.method, self.name = flavour, method, name
+        self.reduce_range = reduce_range
         self.workdir = workdir
         self.model = inline_shared_initializers(onnx.load_from_string(model_bytes))
         self.fp32_path = workdir / f"{name}.fp32.onnx"  # the reference: the graph as exported
@@ -308,6 +311,7 @@ class GraphQuantizer:
                 self.weights.with_weights(model if model is not None else self._source()),
                 recipe.dynamic_ops,
                 [*exclude, *self._always_float(recipe)],
+                self.reduce_range,
             )
         if model is None:
             raise ValueError(f"recipe {recipe.name!r} quantizes nothing")
@@ -352,6 +356,7 @@ class GraphQuantizer:
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(recipe.static_ops + recipe.cnn_ops),
             per_channel=True,
+            reduce_range=self.reduce_range,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=self._always_float(recipe),

@@ -90,6 +90,7 @@ def quantize_graphs(
     fixed: bool = False,
     progress: bool = False,
     min_speedup: float = 0.0,
+    reduce_range: bool = False,
 ) -> QuantizedBundle:
     """`time_budget`: seconds from the start of this call (recording the inputs and calibrating
     the ranges count too); once spent, no more ranking or bisection happens, each search keeps
@@ -101,13 +102,15 @@ def quantize_graphs(
     an INT8 graph must run this many times faster than FP32 here or it stays FP32 (ignored for
     TensorRT, whose speed ONNX Runtime on this CPU does not tell). Each graph is quantized in its
     target's flavour (`qdq.GRAPH_FLAVOURS`) and measured (error and speed) where it will run:
-    OpenVINO for the `hoi` of `--target openvino`, ONNX Runtime otherwise."""
+    OpenVINO for the `hoi` of `--target openvino`, ONNX Runtime otherwise. `reduce_range`: 7-bit
+    weights for CPUs without VNNI (`cpu_features.py`), on the CPU targets only."""
     m = bundle.manifest
     if m.backend != "onnxruntime" or any(g.precision != "fp32" for g in m.graphs.values()):
         raise CalibrationError(f"{bundle.path}: quantize needs an FP32 ONNX bundle (from edge-export)")
     if len(calib) < MIN_FRAMES:
         raise CalibrationError(f"the calibration set has {len(calib)} frames; collect at least {MIN_FRAMES}")
     budgets = {**DEFAULT_BUDGETS, **(budgets or {})}
+    reduce_range = reduce_range and target in TIMED_HERE  # CPU runtimes; TensorRT's GPU kernels need no care
     openers = {
         name: openvino_opener() if on_openvino(target, GRAPH_FLAVOURS[target][name]) else session
         for name in SEARCH_ORDER
@@ -124,7 +127,9 @@ def quantize_graphs(
     with tempfile.TemporaryDirectory(prefix="h2a-quant-") as tmp:
         for name in SEARCH_ORDER:
             flavour = GRAPH_FLAVOURS[target][name]
-            quantizer = GraphQuantizer(bundle.graph_bytes(name), flavour, method, Path(tmp), name)
+            quantizer = GraphQuantizer(
+                bundle.graph_bytes(name), flavour, method, Path(tmp), name, reduce_range=reduce_range
+            )
             recipes = RECIPES[flavour][name][:1] if fixed else RECIPES[flavour][name]
             opener = openers[name]
             if any(r.static_ops for r in recipes):
@@ -162,6 +167,7 @@ def quantize_graphs(
         "calibration": {
             "target": target,
             "method": method,
+            "reduce_range": reduce_range,
             "search": "fixed" if fixed else "sensitivity",
             "seconds": time.monotonic() - clock.started,
             "time_budget_s": time_budget,

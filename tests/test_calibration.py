@@ -21,7 +21,7 @@ import onnx
 import pytest
 import torch
 
-from h2a.calibration import calib_set
+from h2a.calibration import calib_set, cpu_features
 from h2a.calibration.gate import Budget, judge, token_agreement
 from h2a.calibration.legacy_calibrator import CacheKey, CalibrationCache, CalibrationFeeder, cache_name
 from h2a.calibration.qdq import activation_products
@@ -237,7 +237,9 @@ def test_gate_refuses_a_bundle_calibrated_on_constant_frames(
     const = calib_set.CalibrationSet(canvases, ["grey"] * 16, 114, calib_set.frames_sha256(canvases))
     calib_set.save(const, tmp_path / "const.npz")
     broken = tmp_path / "broken.plan"
-    _quantize(tiny_bundle, tmp_path / "const.npz", broken)  # held-out frames are grey too: it passes here
+    # every graph whole, on ranges seen on grey frames only (a search could keep enough of hoi in
+    # float to pass, as it did with 7-bit weights on an AVX2 CPU)
+    _quantize(tiny_bundle, tmp_path / "const.npz", broken, "cpu", "--fixed-recipe")
     report = tmp_path / "report.json"
     result = run_cli(
         "h2a.calibration.cli", "report", "--fp32", str(tiny_bundle), "--int8", str(broken),
@@ -687,3 +689,48 @@ def test_openvino_target_without_openvino_is_refused_before_any_work(
         quantize_bundle.quantize_graphs(
             load_bundle(tiny_bundle), calib_set.load(calib_npz), "openvino", "minmax"
         )
+
+
+def test_reduce_range_follows_the_cpus_vnni_flag(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni\n")
+    assert cpu_features.cpu_flags(cpuinfo) >= {"avx2", "avx512_vnni"}
+    assert cpu_features.cpu_flags(tmp_path / "missing") == frozenset()
+    avx2, vnni = frozenset({"avx2", "fma"}), frozenset({"avx2", "avx_vnni"})
+    assert cpu_features.reduce_range("auto", avx2) and not cpu_features.reduce_range("auto", vnni)
+    assert cpu_features.reduce_range("on", vnni) and not cpu_features.reduce_range("off", avx2)
+    assert cpu_features.reduce_range("auto", frozenset())  # an unknown CPU gets the safe weights
+    with pytest.raises(ValueError, match="--reduce-range"):
+        cpu_features.reduce_range("maybe", avx2)
+
+
+def _int8_weights(bundle: Path, graph: str) -> np.ndarray:
+    model = onnx.load_from_string(load_bundle(bundle).graph_bytes(graph))
+    weights = [
+        onnx.numpy_helper.to_array(t).ravel()
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert weights, graph
+    return np.concatenate(weights).astype(np.int32)
+
+
+def test_reduce_range_writes_7_bit_weights_for_cpu_targets_only(
+    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """What keeps u8 x s8 pairs inside int16 on CPUs without VNNI: every s8 weight within +-64
+    (2 x 255 x 64 < 32,767)."""
+    seven, eight = tmp_path / "seven.plan", tmp_path / "eight.plan"
+    _quantize(tiny_bundle, calib_npz, seven, "cpu", "--fixed-recipe", "--reduce-range", "on")
+    _quantize(tiny_bundle, calib_npz, eight, "cpu", "--fixed-recipe", "--reduce-range", "off")
+    for graph in ("hoi", "cap_encoder", "dec_step"):
+        reduced, full = _int8_weights(seven, graph), _int8_weights(eight, graph)
+        assert np.abs(reduced).max() <= 64, graph
+        assert np.abs(full).max() > 64, graph
+    assert load_bundle(seven).manifest.provenance["calibration"]["reduce_range"] is True
+    assert load_bundle(eight).manifest.provenance["calibration"]["reduce_range"] is False
+    # TensorRT's symmetric s8 graphs keep 8-bit weights whatever the flag says
+    trt = tmp_path / "trt.plan"
+    _quantize(tiny_bundle, calib_npz, trt, "tensorrt", "--fixed-recipe", "--reduce-range", "on")
+    assert np.abs(_int8_weights(trt, "hoi")).max() > 64
+    assert load_bundle(trt).manifest.provenance["calibration"]["reduce_range"] is False
