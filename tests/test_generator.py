@@ -11,8 +11,9 @@ import pytest
 
 from h2a.export_tools.captions import where_phrase
 from h2a.export_tools.data.annotations import read_iad
+from h2a.export_tools.data.figures import Figure
 from h2a.export_tools.data.generate import write_images, write_videos
-from h2a.export_tools.data.scenes import ANOMALY_SCENES, NORMAL_SCENES, SceneGenerator
+from h2a.export_tools.data.scenes import ANOMALY_SCENES, NORMAL_SCENES, Canvas, SceneGenerator
 from h2a.export_tools.taxonomy import ACTIONS, ANOMALIES, OBJECTS
 
 ALL_KINDS = [*NORMAL_SCENES, *ANOMALY_SCENES]
@@ -81,6 +82,37 @@ def test_an_anomaly_scene_whose_victim_left_the_frame_is_drawn_again_not_labelle
         assert (entry["kind"] in ANOMALY_SCENES) == entry["anomaly"], entry["file"]
         if entry["anomaly"]:
             assert entry["anomaly_type"] == entry["kind"] and entry["hoi"]
+
+
+def test_talkers_keep_their_hands_at_chest_height_where_a_punch_reaches_out_at_the_shoulder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Up to generator 4 a talker held its forearm out to the listener, and the demo model took
+    talking pairs (and a crowd with one) for fights."""
+    drawn: list[tuple[int, Figure]] = []
+    person = Canvas.person
+
+    def recording(self: Canvas, *args: object, **kwargs: object) -> tuple[int, Figure]:
+        idx, fig = person(self, *args, **kwargs)  # type: ignore[arg-type]
+        drawn.append((idx, fig))
+        return idx, fig
+
+    monkeypatch.setattr(Canvas, "person", recording)
+
+    def front_hand_below_head(kind: str, index: int, actions: set[str]) -> list[float]:
+        """How far below its head each person in one of `actions` holds its front hand, in heights."""
+        drawn.clear()
+        scene = SceneGenerator(256, 4).scene(index, kind=kind, clutter=False)
+        acting = {s for s, _, a in scene.hois if a in actions}
+        return [(f.hand_front[1] - f.head[1]) / f.height for i, f in drawn if i in acting]
+
+    talkers = [
+        d for i in range(40) for k in ("talk", "crowd") for d in front_hand_below_head(k, i, {"talk to"})
+    ]
+    punchers = [d for i in range(40) for d in front_hand_below_head("fighting", i, {"punch"})]
+    assert len(talkers) > 60 and len(punchers) > 10
+    assert min(talkers) > 0.25  # chest height or lower
+    assert max(punchers) < 0.15  # at the shoulder
 
 
 def test_hard_negative_weapon_is_an_instance_without_interaction() -> None:

@@ -29,6 +29,8 @@ POSES: dict[str, tuple[float, ...]] = {
     "kick": (30, 60, -30, -20, 80, 70, -10, 0),
     "throw": (160, 200, -30, -10, 20, 0, -20, 0),
     "hold": (40, 95, -10, -5, 5, 0, -5, 0),
+    # a talker's hand at chest height, elbow by the body: it does not reach the listener
+    "gesture": (15, 70, -10, -5, 5, 0, -5, 0),
     "phone": (30, 170, -10, -5, 5, 0, -5, 0),
     "swing": (130, 120, 120, 110, 15, 0, -15, 0),
     "ride": (60, 80, 50, 70, 80, 0, 70, 10),

@@ -28,8 +28,9 @@ from h2a.runtime.errors import H2AError
 Color = tuple[int, int, int]
 #: Bumped whenever the same seed draws different scenes: cached data sets of another version are
 #: made again (2: photographic backdrops, crowds, empty scenes, camera degradations; 3: milder;
-#: 4: an anomaly scene whose interaction fell outside the frame is drawn again, see `staged`).
-GENERATOR_VERSION = 4
+#: 4: an anomaly scene whose interaction fell outside the frame is drawn again, see `staged`;
+#: 5: talkers gesture at chest height instead of reaching out, see `_talking_pair`).
+GENERATOR_VERSION = 5
 MIN_BOX_SIDE = 3  # pixels; smaller instances (almost fully outside the frame) are dropped
 PHOTO_FRACTION = 0.25  # backdrops that are crops of a real photograph
 DEGRADED_FRACTION = 0.3  # frames that go through camera_effects.degrade
@@ -185,11 +186,18 @@ def scene_ball(c: Canvas) -> str | None:
     return None
 
 
-def scene_talk(c: Canvas) -> str | None:
-    x, h = _x(c, 0.25, 0.55), _h(c)
-    a, _ = c.person(x, h, "stand", 1)
-    b, _ = c.person(x + h * c.rng.uniform(0.35, 0.5), h * c.rng.uniform(0.9, 1.05), "hold", -1)
+def _talking_pair(c: Canvas, x: float, h: float) -> None:
+    """Two people face each other and talk; one or both gesture. Up to generator 4 the second one
+    held its forearm out until its hand touched the other, a punch in all but the elbow's angle:
+    the demo model scored talking pairs a median 0.51 "fighting" (fights 0.68), and its one
+    normal demo clip, a crowd with a talking pair, alerted as a fight on all three seeds."""
+    a, _ = c.person(x, h, str(c.rng.choice(["stand", "gesture"])), 1)
+    b, _ = c.person(x + h * c.rng.uniform(0.35, 0.5), h * c.rng.uniform(0.9, 1.05), "gesture", -1)
     c.hois += [(a, b, "talk to"), (b, a, "talk to")]
+
+
+def scene_talk(c: Canvas) -> str | None:
+    _talking_pair(c, _x(c, 0.25, 0.55), _h(c))
     return None
 
 
@@ -311,10 +319,7 @@ def scene_crowd(c: Canvas) -> str | None:
                         _face(c), ground=feet)  # fmt: skip
         people.append(p)
     if c.rng.random() < 0.35:
-        x, h = _x(c, 0.25, 0.6), _h(c, 0.3, 0.42)
-        a, _ = c.person(x, h, "stand", 1)
-        b, _ = c.person(x + h * c.rng.uniform(0.35, 0.5), h * c.rng.uniform(0.9, 1.05), "hold", -1)
-        c.hois += [(a, b, "talk to"), (b, a, "talk to")]
+        _talking_pair(c, _x(c, 0.25, 0.6), _h(c, 0.3, 0.42))
     return None
 
 
