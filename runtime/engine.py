@@ -15,6 +15,7 @@ overlaps frame t's inference (`frames_ahead` says how many frames a caller may s
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from h2a.runtime.backends.frame_input import FrameInput, open_frame_input
 from h2a.runtime.backends.token_handoff import DeviceTokens, TokenPool
 from h2a.runtime.bundle import BACKEND_MODULES, Bundle, backend_available
 from h2a.runtime.caption_text import CaptionFields, parse_caption
+from h2a.runtime.cpu_features import int8_weight_warning
 from h2a.runtime.decoding import GreedyDecoder
 from h2a.runtime.device_decoding import DeviceGreedyDecoder
 from h2a.runtime.errors import BackendError, BundleError, InputError
@@ -35,6 +37,8 @@ from h2a.runtime.postprocess import Triplet, anomaly_probabilities, decode_tripl
 from h2a.runtime.preprocess import Letterbox, Preprocessor, boxes_to_frame
 from h2a.runtime.tags import build_tag_inputs
 from h2a.runtime.tokenizer import CaptionTokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -255,6 +259,8 @@ class Engine:
 
         #: Where each graph runs: the bundle's backend, or ONNX Runtime for a graph made for it.
         self.graph_backends = {name: graph_backend(bundle, name, self.backend) for name in m.graphs}
+        if (warning := int8_weight_warning(m, self.graph_backends)) is not None:
+            log.warning("%s: %s", bundle.path, warning)
 
         def load(name: str, graph_threads: int, spin: bool = False) -> GraphRunner:
             return open_graph(

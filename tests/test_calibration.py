@@ -27,6 +27,7 @@ from h2a.calibration.legacy_calibrator import CacheKey, CalibrationCache, Calibr
 from h2a.calibration.qdq import activation_products
 from h2a.calibration.sensitivity import group_of
 from h2a.export_tools.models.backbone import FrozenBatchNorm2d, ResNet, fold_batch_norms
+from h2a.runtime import cpu_features as runtime_cpu_features
 from h2a.runtime.bundle import load_bundle
 from h2a.runtime.engine import Engine
 from tests.conftest import run_cli
@@ -734,3 +735,29 @@ def test_reduce_range_writes_7_bit_weights_for_cpu_targets_only(
     _quantize(tiny_bundle, calib_npz, trt, "tensorrt", "--fixed-recipe", "--reduce-range", "on")
     assert np.abs(_int8_weights(trt, "hoi")).max() > 64
     assert load_bundle(trt).manifest.provenance["calibration"]["reduce_range"] is False
+
+
+def test_an_8_bit_int8_bundle_on_an_x86_cpu_without_vnni_is_warned_about(
+    calib_npz: Path, tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """The weights' width is chosen where the bundle is quantized; the box that runs it may differ."""
+    seven, eight = tmp_path / "seven.plan", tmp_path / "eight.plan"
+    _quantize(tiny_bundle, calib_npz, seven, "cpu", "--fixed-recipe", "--reduce-range", "on")
+    _quantize(tiny_bundle, calib_npz, eight, "cpu", "--fixed-recipe", "--reduce-range", "off")
+    avx2 = frozenset({"sse2", "avx2", "fma"})
+    cases = [  # (bundle, this CPU's flags, warned)
+        (eight, avx2, True),
+        (eight, avx2 | {"avx512_vnni"}, False),
+        (eight, frozenset({"asimd", "asimddp"}), False),  # ARM: other kernels
+        (seven, avx2, False),
+        (tiny_bundle, avx2, False),  # FP32
+    ]
+    for bundle, flags, warned in cases:
+        monkeypatch.setattr(runtime_cpu_features, "cpu_flags", lambda flags=flags: flags)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="h2a.runtime.engine"):
+            Engine(load_bundle(bundle), threads=1)
+        messages = [r.getMessage() for r in caplog.records if "VNNI" in r.getMessage()]
+        assert bool(messages) == warned, (bundle.name, sorted(flags), messages)
+        if warned:
+            assert "hoi, cap_encoder, dec_step" in messages[0] and "--reduce-range" in messages[0]
