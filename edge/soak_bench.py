@@ -111,6 +111,8 @@ def proc_sample(pid: int) -> Sample | None:
     except OSError:
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:  # a zombie: it exited after `poll` and before this read, and holds no memory
+        return None
     return Sample(time.monotonic(), int(fields["VmRSS"].split()[0]), int(fields["Threads"]), fds)
 
 
