@@ -64,8 +64,14 @@ def int8_weight_warning(
     ]
     if not at_risk:
         return None
+    remedy = (
+        # TensorRT's symmetric s8 keeps 8-bit weights whatever --reduce-range says
+        "for a CPU, quantize with edge-calibrate quantize --target cpu or openvino"
+        if calibration.get("target") == "tensorrt"
+        else "quantize the bundle again here (edge-calibrate quantize --reduce-range auto) or on any "
+        "machine with --reduce-range on"
+    )
     return (
         f"INT8 graphs {', '.join(at_risk)} carry 8-bit weights and this x86 CPU has no VNNI, whose "
-        "INT8 kernels saturate on them (scores may be wrong); quantize the bundle again here "
-        "(edge-calibrate quantize --reduce-range auto) or on any machine with --reduce-range on"
+        f"INT8 kernels saturate on them (scores may be wrong); {remedy}"
     )

@@ -741,12 +741,14 @@ def test_an_8_bit_int8_bundle_on_an_x86_cpu_without_vnni_is_warned_about(
     calib_npz: Path, tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
     """The weights' width is chosen where the bundle is quantized; the box that runs it may differ."""
-    seven, eight = tmp_path / "seven.plan", tmp_path / "eight.plan"
+    seven, eight, trt = tmp_path / "seven.plan", tmp_path / "eight.plan", tmp_path / "trt.plan"
     _quantize(tiny_bundle, calib_npz, seven, "cpu", "--fixed-recipe", "--reduce-range", "on")
     _quantize(tiny_bundle, calib_npz, eight, "cpu", "--fixed-recipe", "--reduce-range", "off")
+    _quantize(tiny_bundle, calib_npz, trt, "tensorrt", "--fixed-recipe")
     avx2 = frozenset({"sse2", "avx2", "fma"})
     cases = [  # (bundle, this CPU's flags, warned)
         (eight, avx2, True),
+        (trt, avx2, True),  # made for TensorRT, run here on ONNX Runtime
         (eight, avx2 | {"avx512_vnni"}, False),
         (eight, frozenset({"asimd", "asimddp"}), False),  # ARM: other kernels
         (seven, avx2, False),
@@ -759,5 +761,7 @@ def test_an_8_bit_int8_bundle_on_an_x86_cpu_without_vnni_is_warned_about(
             Engine(load_bundle(bundle), threads=1)
         messages = [r.getMessage() for r in caplog.records if "VNNI" in r.getMessage()]
         assert bool(messages) == warned, (bundle.name, sorted(flags), messages)
-        if warned:
-            assert "hoi, cap_encoder, dec_step" in messages[0] and "--reduce-range" in messages[0]
+        if bundle == eight:
+            assert "hoi, cap_encoder, dec_step" in messages[0] and "--reduce-range auto" in messages[0]
+        if bundle == trt:  # --reduce-range would not change its weights: the advice is another target
+            assert "--target cpu or openvino" in messages[0] and "--reduce-range" not in messages[0]
