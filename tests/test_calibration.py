@@ -761,7 +761,9 @@ def test_an_8_bit_int8_bundle_on_an_x86_cpu_without_vnni_is_warned_about(
             Engine(load_bundle(bundle), threads=1)
         messages = [r.getMessage() for r in caplog.records if "VNNI" in r.getMessage()]
         assert bool(messages) == warned, (bundle.name, sorted(flags), messages)
-        if bundle == eight:
+        if warned and bundle == eight:
             assert "hoi, cap_encoder, dec_step" in messages[0] and "--reduce-range auto" in messages[0]
-        if bundle == trt:  # --reduce-range would not change its weights: the advice is another target
+        if (
+            warned and bundle == trt
+        ):  # --reduce-range would not change its weights: the advice is another target
             assert "--target cpu or openvino" in messages[0] and "--reduce-range" not in messages[0]
