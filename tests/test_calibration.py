@@ -716,14 +716,29 @@ def _int8_weights(bundle: Path, graph: str) -> np.ndarray:
     return np.concatenate(weights).astype(np.int32)
 
 
-def test_reduce_range_writes_7_bit_weights_for_cpu_targets_only(
-    calib_npz: Path, tiny_bundle: Path, tmp_path: Path
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class WeightWidths:
+    """The tiny bundle quantized three ways, shared by the tests of the weights' width."""
+
+    seven: Path  # --target cpu --reduce-range on
+    eight: Path  # --target cpu --reduce-range off
+    trt: Path  # --target tensorrt --reduce-range on (which TensorRT's weights ignore)
+
+
+@pytest.fixture(scope="module")
+def widths(calib_npz: Path, tiny_bundle: Path) -> WeightWidths:
+    folder = calib_npz.parent
+    out = WeightWidths(folder / "seven.plan", folder / "eight.plan", folder / "trt.plan")
+    _quantize(tiny_bundle, calib_npz, out.seven, "cpu", "--fixed-recipe", "--reduce-range", "on")
+    _quantize(tiny_bundle, calib_npz, out.eight, "cpu", "--fixed-recipe", "--reduce-range", "off")
+    _quantize(tiny_bundle, calib_npz, out.trt, "tensorrt", "--fixed-recipe", "--reduce-range", "on")
+    return out
+
+
+def test_reduce_range_writes_7_bit_weights_for_cpu_targets_only(widths: WeightWidths) -> None:
     """What keeps u8 x s8 pairs inside int16 on CPUs without VNNI: every s8 weight within +-64
     (2 x 255 x 64 < 32,767)."""
-    seven, eight = tmp_path / "seven.plan", tmp_path / "eight.plan"
-    _quantize(tiny_bundle, calib_npz, seven, "cpu", "--fixed-recipe", "--reduce-range", "on")
-    _quantize(tiny_bundle, calib_npz, eight, "cpu", "--fixed-recipe", "--reduce-range", "off")
+    seven, eight, trt = widths.seven, widths.eight, widths.trt
     for graph in ("hoi", "cap_encoder", "dec_step"):
         reduced, full = _int8_weights(seven, graph), _int8_weights(eight, graph)
         assert np.abs(reduced).max() <= 64, graph
@@ -731,20 +746,15 @@ def test_reduce_range_writes_7_bit_weights_for_cpu_targets_only(
     assert load_bundle(seven).manifest.provenance["calibration"]["reduce_range"] is True
     assert load_bundle(eight).manifest.provenance["calibration"]["reduce_range"] is False
     # TensorRT's symmetric s8 graphs keep 8-bit weights whatever the flag says
-    trt = tmp_path / "trt.plan"
-    _quantize(tiny_bundle, calib_npz, trt, "tensorrt", "--fixed-recipe", "--reduce-range", "on")
     assert np.abs(_int8_weights(trt, "hoi")).max() > 64
     assert load_bundle(trt).manifest.provenance["calibration"]["reduce_range"] is False
 
 
 def test_an_8_bit_int8_bundle_on_an_x86_cpu_without_vnni_is_warned_about(
-    calib_npz: Path, tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+    widths: WeightWidths, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
     """The weights' width is chosen where the bundle is quantized; the box that runs it may differ."""
-    seven, eight, trt = tmp_path / "seven.plan", tmp_path / "eight.plan", tmp_path / "trt.plan"
-    _quantize(tiny_bundle, calib_npz, seven, "cpu", "--fixed-recipe", "--reduce-range", "on")
-    _quantize(tiny_bundle, calib_npz, eight, "cpu", "--fixed-recipe", "--reduce-range", "off")
-    _quantize(tiny_bundle, calib_npz, trt, "tensorrt", "--fixed-recipe")
+    seven, eight, trt = widths.seven, widths.eight, widths.trt
     avx2 = frozenset({"sse2", "avx2", "fma"})
     cases = [  # (bundle, this CPU's flags, warned)
         (eight, avx2, True),
@@ -763,7 +773,6 @@ def test_an_8_bit_int8_bundle_on_an_x86_cpu_without_vnni_is_warned_about(
         assert bool(messages) == warned, (bundle.name, sorted(flags), messages)
         if warned and bundle == eight:
             assert "hoi, cap_encoder, dec_step" in messages[0] and "--reduce-range auto" in messages[0]
-        if (
-            warned and bundle == trt
-        ):  # --reduce-range would not change its weights: the advice is another target
+        # --reduce-range would not change a TensorRT bundle's weights: the advice is another target
+        if warned and bundle == trt:
             assert "--target cpu or openvino" in messages[0] and "--reduce-range" not in messages[0]
