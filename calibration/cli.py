@@ -137,6 +137,12 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         r = q.results[name]
         if r.chosen is None and not r.attempts:
             print(f"  {name:<12} float by design for --target {args.target} (TensorRT builds it FP16)")
+        elif r.chosen is None and r.not_faster and r.rejected_over_budget:
+            print(
+                f"  {name:<12} FP32 (an INT8 try over budget already ran {r.rejected_ms:.2f} ms against "
+                f"FP32 {r.fp32_ms:.2f} ms, timed alternately; a fit keeps more in float, so none can be "
+                f"{args.min_speedup:g}x faster)"
+            )
         elif r.chosen is None and r.not_faster:
             print(
                 f"  {name:<12} FP32 (its fastest INT8 fit ran {r.rejected_ms:.2f} ms against FP32 "

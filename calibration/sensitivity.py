@@ -134,6 +134,22 @@ def fp32_session(
 
 #: Alternating runs of FP32 and the chosen INT8 graph behind the speed-up check.
 PAIRED_REPEATS = 5
+#: Alternating runs behind the check that ends a recipe's search early (`NoFasterFit`): fewer,
+#: because it only has to see a variant that is clearly too slow.
+PRUNE_REPEATS = 3
+
+
+class NoFasterFit(Exception):
+    """A variant over budget already runs no `min_speedup` times faster than FP32. A bisection
+    over a ranked list only finds fits that keep more groups float than it does, and float is not
+    faster than INT8, so no fit of this recipe can be fast enough: its search ends here instead of
+    bisecting on (on the base `hoi` with random weights, 35 of the search's 57 tries)."""
+
+    def __init__(self, error: float, latency_ms: float, fp32_ms: float) -> None:
+        super().__init__(
+            f"error {error:.4f}, {latency_ms:.2f} ms vs FP32 {fp32_ms:.2f} ms (timed alternately)"
+        )
+        self.error, self.latency_ms = error, latency_ms
 
 
 def paired_latency_ms(a: Any, b: Any, feed: Feed, repeats: int) -> tuple[float, float]:
@@ -173,8 +189,12 @@ class GraphResult:
     attempts: list[Attempt] = field(default_factory=list)
     group_errors: dict[str, dict[str, float]] = field(default_factory=dict)  # recipe -> group -> error
     out_of_time: bool = False  # the time budget ended a search or kept one from starting
-    not_faster: bool = False  # a recipe fitted but ran no faster than FP32: the graph stays FP32
-    rejected_ms: float | None = None  # when not_faster: the fastest fit's latency, timed with FP32's
+    # no INT8 variant is fast enough: the graph stays FP32, either because the fastest fit ran no
+    # faster than FP32, or because every search ended on a variant over budget that was already too
+    # slow (`NoFasterFit`; then `rejected_over_budget`)
+    not_faster: bool = False
+    rejected_ms: float | None = None  # when not_faster: that variant's latency, timed with FP32's
+    rejected_over_budget: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -187,6 +207,7 @@ class GraphResult:
             "out_of_time": self.out_of_time,
             "not_faster": self.not_faster,
             "rejected_ms": self.rejected_ms,
+            "rejected_over_budget": self.rejected_over_budget,
         }
 
 
@@ -225,7 +246,9 @@ def search_graph(
     from the opener.
     `min_speedup`: the fastest fit must run at least this many times faster than FP32, or the
     graph stays FP32 (`not_faster`); 0 keeps any fit (latencies measured here say nothing about
-    the target's, e.g. TensorRT's).
+    the target's, e.g. TensorRT's). When it is set, a variant over budget (quantized whole, or a
+    bisection's try) is also timed alternately with FP32, and one already too slow ends that
+    recipe's search (`NoFasterFit`).
 
     Every recipe is first quantized whole and timed. Those over budget are then searched in order:
     rank the coarse layer groups (`coarse_group`) by the error each causes alone (once per
@@ -252,6 +275,17 @@ def search_graph(
         if attempt.within_budget and (best is None or _better(attempt, best[0])):
             best = (attempt, model)
 
+    too_slow: list[tuple[float, float]] = []  # (ms, FP32 ms) of the variants over budget that ended a search
+
+    def check_speed(candidate: Any, error: float) -> None:
+        """Raise `NoFasterFit` when `candidate`, over budget, is already too slow to be worth a fit."""
+        if min_speedup <= 0:
+            return
+        fp32, ms = paired_latency_ms(fp32_timed, candidate, held_out[0], PRUNE_REPEATS)
+        if ms * min_speedup > fp32:
+            too_slow.append((ms, fp32))
+            raise NoFasterFit(error, ms, fp32)
+
     over: list[tuple[float, Recipe, float]] = []  # (whole-graph ms, recipe, error) of recipes to search
     for recipe in recipes:
         model = quantizer.quantize(recipe)
@@ -262,8 +296,14 @@ def search_graph(
         say(f"{quantizer.name} {recipe.name}: error {error:.4f} (budget {budget}), {whole_ms:.2f} ms")
         if error <= budget:
             keep(Attempt(recipe.name, error, [], whole_ms, True), model)
-        else:
+            continue
+        try:
+            if not clock.spent():  # (a spent budget searches nothing anyway)
+                check_speed(candidate, error)
             over.append((whole_ms, recipe, error))
+        except NoFasterFit as slow:
+            say(f"  {recipe.name}: not searched, quantized whole it already runs {slow}")
+            result.attempts.append(Attempt(recipe.name, error, [], slow.latency_ms))
 
     rankings: dict[tuple[str, ...], dict[str, float]] = {}
     fine_rankings: dict[str, dict[str, float]] = {}
@@ -293,10 +333,18 @@ def search_graph(
             bar.step(error if error <= budget else None)
             return error, model
 
-        def measure_coarse(
+        def probe(kept: Sequence[str]) -> tuple[float, GraphModel]:
+            """A bisection's try (a prefix of a ranked list in float): `measure`, then, over
+            budget, `check_speed`."""
+            error, model = measure(kept)
+            if error > budget:
+                check_speed(opener(model, threading), error)
+            return error, model
+
+        def probe_coarse(
             kept: Sequence[str], coarse: dict[str, list[str]] = coarse
         ) -> tuple[float, GraphModel]:
-            return measure([f for c in kept for f in coarse[c]])
+            return probe([f for c in kept for f in coarse[c]])
 
         key = tuple(sorted(groups))
         if key not in rankings:
@@ -305,16 +353,24 @@ def search_graph(
         ranked = rankings[key]
         result.group_errors[recipe.name] = ranked
         order = sorted(ranked, key=ranked.__getitem__, reverse=True)
-        error, model, kept_coarse = _bisect_float_groups(order, measure_coarse, budget, clock, say, hint)
-        kept = [f for c in kept_coarse for f in coarse[c]]
-        if error <= budget:
-            hint = len(kept_coarse)
-            if kept_coarse and len(coarse[kept_coarse[-1]]) > 1 and not clock.spent():
-                base = [f for c in kept_coarse[:-1] for f in coarse[c]]
-                error, model, kept = _refine(
-                    base, coarse[kept_coarse[-1]], (error, model), measure, budget, clock, say,
-                    fine_rankings.setdefault(kept_coarse[-1], {}),
-                )  # fmt: skip
+        try:
+            error, model, kept_coarse = _bisect_float_groups(order, probe_coarse, budget, clock, say, hint)
+            kept = [f for c in kept_coarse for f in coarse[c]]
+            if error <= budget:
+                hint = len(kept_coarse)
+                if kept_coarse and len(coarse[kept_coarse[-1]]) > 1 and not clock.spent():
+                    base = [f for c in kept_coarse[:-1] for f in coarse[c]]
+                    error, model, kept = _refine(
+                        base, coarse[kept_coarse[-1]], (error, model), measure, budget, clock, say,
+                        fine_rankings.setdefault(kept_coarse[-1], {}), probe,
+                    )  # fmt: skip
+        except NoFasterFit as slow:
+            say(
+                f"  {recipe.name}: search ended, a try over budget ({slow}) is already too slow for a fit "
+                f"to be {min_speedup:g}x faster"
+            )
+            result.attempts.append(Attempt(recipe.name, slow.error, [], slow.latency_ms))
+            continue
         attempt = Attempt(recipe.name, error, kept, within_budget=error <= budget)
         if attempt.within_budget:
             attempt.latency_ms = latency_ms(opener(model, threading), held_out[0], repeats)
@@ -339,6 +395,9 @@ def search_graph(
         )
     elif best is not None:
         result.chosen, result.model = best
+    elif too_slow:  # the fastest of them, with the FP32 time it was measured beside
+        result.rejected_ms, result.fp32_ms = min(too_slow)
+        result.not_faster = result.rejected_over_budget = True
     return result
 
 
@@ -361,12 +420,15 @@ def _refine(
     clock: SearchClock,
     say: Callable[[str], None],
     errors: dict[str, float] | None = None,
+    probe: Callable[[Sequence[str]], tuple[float, GraphModel]] | None = None,
 ) -> tuple[float, GraphModel, list[str]]:
     """Within the last coarse group the bisection had to keep float (`boundary`; `base` and all of
     it in float is the known `fit`), rank its fine groups and keep only as many as the budget needs.
     `errors`: the fine groups' ranking, filled here and reused when a later recipe of the graph
-    ends at the same boundary. -> (error, model, fine groups kept float)."""
+    ends at the same boundary. `probe`: measures the bisection's tries (default `measure`, which
+    ranks). -> (error, model, fine groups kept float)."""
     errors = {} if errors is None else errors
+    probe = probe or measure
     for fine in boundary:  # `fine` quantized, the rest of the boundary float
         if fine in errors:
             continue
@@ -377,7 +439,7 @@ def _refine(
     lo, hi, best = 0, len(order), fit  # base alone does not fit (the coarse bisection said so)
     while hi - lo > 1 and not clock.spent():
         mid = (lo + hi) // 2
-        error, model = measure(base + order[:mid])
+        error, model = probe(base + order[:mid])
         if error <= budget:
             hi, best = mid, (error, model)
         else:

@@ -146,15 +146,46 @@ def test_bisection_hint_settles_in_two_tries_and_survives_a_wrong_hint() -> None
 
 @pytest.mark.usefixtures("metadata_latency")
 def test_a_fit_no_faster_than_fp32_keeps_the_graph_fp32(tmp_path: Path) -> None:
-    q = FakeQuantizer(tmp_path, {"fast": 98.0})  # the fit, 3 groups float, runs 101 ms; FP32 100 ms
+    # the fit, 3 groups float, runs 98 ms against FP32's 100; the tries over budget (2 groups
+    # float: 92 ms) were fast enough for the search to go on
+    q = FakeQuantizer(tmp_path, {"fast": 80.0}, float_ms=6.0)
     result = search_graph(q, [FAST], FEEDS, 0.05, min_speedup=1.05)  # type: ignore[arg-type]
     assert result.chosen is None and result.model is None and result.not_faster
-    assert result.attempts[-1].within_budget and result.attempts[-1].latency_ms == pytest.approx(101.0)
-    assert result.rejected_ms == pytest.approx(101.0)
+    assert not result.rejected_over_budget
+    assert result.attempts[-1].within_budget and result.attempts[-1].latency_ms == pytest.approx(98.0)
+    assert result.rejected_ms == pytest.approx(98.0)
     kept = search_graph(q, [FAST], FEEDS, 0.05, min_speedup=0.0)  # type: ignore[arg-type]
     assert kept.chosen is not None and not kept.not_faster
     faster = FakeQuantizer(tmp_path, {"fast": 50.0})  # 53 ms: 1.9x
     assert search_graph(faster, [FAST], FEEDS, 0.05, min_speedup=1.05).chosen is not None  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("metadata_latency")
+def test_a_try_over_budget_that_is_already_too_slow_ends_the_search_early(tmp_path: Path) -> None:
+    """Each group left float costs 40 ms on a 20 ms whole graph; FP32 runs 100 ms. The bisection's
+    try with layer0 float (2 fine groups: 100 ms) is over budget and already no faster than FP32,
+    and every fit keeps more float, so the search ends there instead of refining a fit of 140 ms."""
+    q = FakeQuantizer(tmp_path, {"fast": 20.0}, float_ms=40.0)
+    result = search_graph(q, [FAST], FEEDS, 0.05, min_speedup=1.05)  # type: ignore[arg-type]
+    assert result.chosen is None and result.not_faster and result.rejected_over_budget
+    assert result.rejected_ms == pytest.approx(100.0) and result.fp32_ms == pytest.approx(100.0)
+    # fine groups float per try: whole (0), the 5 coarse groups ranked one by one, then the
+    # bisection: 4 coarse groups float (6 fine, fits), 2 (4, fits), 1 (2, over budget, too slow)
+    assert [n for _, n in q.calls] == [0, 5, 5, 6, 6, 6, 6, 4, 2]
+    assert result.summary()["rejected_over_budget"] is True
+    # without a required speed-up nothing is timed early: the search refines to its fit
+    full = search_graph(q, [FAST], FEEDS, 0.05, min_speedup=0.0)  # type: ignore[arg-type]
+    assert full.chosen is not None and full.chosen.latency_ms == pytest.approx(140.0)
+    assert not full.not_faster and not full.rejected_over_budget
+
+
+@pytest.mark.usefixtures("metadata_latency")
+def test_a_recipe_quantized_whole_over_budget_and_too_slow_is_not_searched(tmp_path: Path) -> None:
+    q = FakeQuantizer(tmp_path, {"fast": 97.0})  # INT8 throughout yet 97 ms against FP32's 100
+    result = search_graph(q, [FAST], FEEDS, 0.05, min_speedup=1.05)  # type: ignore[arg-type]
+    assert q.calls == [("fast", 0)]
+    assert result.chosen is None and result.not_faster and result.rejected_ms == pytest.approx(97.0)
+    assert result.attempts[0].latency_ms == pytest.approx(97.0) and not result.attempts[0].within_budget
 
 
 def test_the_speed_up_is_judged_on_fp32_and_the_fit_timed_together(
