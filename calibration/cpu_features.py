@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from h2a.runtime.cpu_features import VNNI_FLAGS, cpu_flags
 
-__all__ = ["CHOICES", "cpu_flags", "reduce_range"]
+__all__ = ["CHOICES", "reduce_range"]
 
 CHOICES = ("auto", "on", "off")
 

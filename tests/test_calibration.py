@@ -695,8 +695,8 @@ def test_openvino_target_without_openvino_is_refused_before_any_work(
 def test_reduce_range_follows_the_cpus_vnni_flag(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni\n")
-    assert cpu_features.cpu_flags(cpuinfo) >= {"avx2", "avx512_vnni"}
-    assert cpu_features.cpu_flags(tmp_path / "missing") == frozenset()
+    assert runtime_cpu_features.cpu_flags(cpuinfo) >= {"avx2", "avx512_vnni"}
+    assert runtime_cpu_features.cpu_flags(tmp_path / "missing") == frozenset()
     avx2, vnni = frozenset({"avx2", "fma"}), frozenset({"avx2", "avx_vnni"})
     assert cpu_features.reduce_range("auto", avx2) and not cpu_features.reduce_range("auto", vnni)
     assert cpu_features.reduce_range("on", vnni) and not cpu_features.reduce_range("off", avx2)
