@@ -16,8 +16,9 @@ from h2a.export_tools.models import CaptionModel, HOIEncoder, ModelConfig
 from h2a.runtime.errors import InputError
 
 #: 2: the instance decoder picks its queries from dense proposals (models/proposals.py); the
-#: weights of version 1 have no place in it.
-CHECKPOINT_VERSION = 2
+#: weights of version 1 have no place in it. 3: the HOI encoder gained the label embedding of
+#: its denoising queries (training/denoising.py), which a version-2 checkpoint lacks.
+CHECKPOINT_VERSION = 3
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Run a few HOI training steps as one process or under torchrun (gloo); print the losses as JSON.
 
 Used by test_training.py: the losses of both launches must agree. BatchNorm is frozen here
-because per-process batch statistics legitimately differ from whole-batch ones. On GPUs the
+because per-process batch statistics legitimately differ from whole-batch ones. The step is the
+trainer's: proposals and query denoising included. On GPUs the
 trainer converts trainable BatchNorm to SyncBatchNorm (`distributed.sync_batchnorm`), which
 PyTorch cannot run on CPUs.
 """
@@ -12,6 +13,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,6 +21,7 @@ from h2a.export_tools.data.annotations import read_iad
 from h2a.export_tools.data.dataset import HOIDataset, collate
 from h2a.export_tools.models import HOIEncoder, make_config
 from h2a.export_tools.training import distributed as dist
+from h2a.export_tools.training.denoising import DenoiseSettings, make_denoise_queries
 from h2a.export_tools.training.hoi_loss import HOILoss
 from h2a.export_tools.training.trainer import TrainConfig, Trainer
 
@@ -34,9 +37,13 @@ def main() -> None:
     dataset = HOIDataset(data.split("train"), data.objects, data.actions, data.anomalies, cfg.image_size)
     loss = HOILoss(len(data.objects))
     train = TrainConfig(epochs=1, batch_size=4, lr=1e-3, warmup_steps=1, clip=1.0, max_steps=3)
-    trainer = Trainer(
-        "probe", model, dataset, collate, lambda m, b: loss(m(b[0], aux=True), b[1]), train, out, device
-    )
+
+    def step(m: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        images, targets = batch
+        dn = make_denoise_queries(targets, len(data.objects), DenoiseSettings(), 0, trainer.step)
+        return loss(m(images, aux=True, denoise=(dn.boxes, dn.labels, dn.valid)), targets, dn)
+
+    trainer = Trainer("probe", model, dataset, collate, step, train, out, device)
     history = trainer.fit(progress=False)
     if dist.is_main():
         print(json.dumps([round(h["loss"], 5) for h in history]))

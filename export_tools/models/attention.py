@@ -11,6 +11,9 @@ import math
 import torch
 from torch import nn
 
+#: Additive score for masked positions: finite so FP16 engines hold it and all-masked rows stay finite.
+MASK_NEG = -1.0e4
+
 
 class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:

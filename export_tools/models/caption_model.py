@@ -18,12 +18,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from h2a.export_tools.models.attention import MultiHeadAttention, padding_bias
+from h2a.export_tools.models.attention import MASK_NEG, MultiHeadAttention, padding_bias
 from h2a.export_tools.models.config import CaptionConfig
 from h2a.export_tools.models.transformer import FeedForward, sine_position_embedding
 
-#: Additive score for masked positions: finite so FP16 engines hold it and all-masked rows stay finite.
-MASK_NEG = -1.0e4
 #: Numbers per tag token's box feature: subject box then object box, each cx, cy, w, h.
 TAG_BOX_DIMS = 8
 

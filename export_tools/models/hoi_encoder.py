@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from h2a.export_tools.models.attention import MASK_NEG, padding_bias
 from h2a.export_tools.models.backbone import ResNet
 from h2a.export_tools.models.config import HOIConfig
 from h2a.export_tools.models.proposals import AnchoredDecoder, ProposalHead
@@ -38,6 +39,9 @@ class HOIOutput:
     aux: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     # (boxes (B, T, 4), obj_logits (B, T, C+1)) of the dense proposals; training only
     proposals: tuple[torch.Tensor, torch.Tensor] | None = None
+    # (boxes (B*G, M, 4), obj_logits (B*G, M, C+1)) of the denoising queries, every decoder layer;
+    # training only (`training/denoising.py`)
+    denoised: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     def as_tuple(self) -> tuple[torch.Tensor, ...]:
         return (
@@ -73,6 +77,8 @@ class HOIEncoder(nn.Module):
             raise ValueError(f"n_inst_queries {cfg.n_inst_queries} > {side * side} image tokens to pick from")
         self.proposals = ProposalHead(d, cfg.n_objects + 1, side, cfg.anchor_size)
         self.inst_decoder = AnchoredDecoder(cfg.inst_dec_layers, d, cfg.n_heads, cfg.dim_ff, cfg.dropout)
+        # content of the denoising queries (training only; "no object" pads): never exported
+        self.label_embed = nn.Embedding(cfg.n_objects + 1, d)
         self.int_decoder = QueryDecoder(
             cfg.n_int_queries, cfg.int_dec_layers, d, cfg.n_heads, cfg.dim_ff, cfg.dropout
         )
@@ -91,9 +97,16 @@ class HOIEncoder(nn.Module):
             tokens = layer(tokens, self.pos)
         return self.encoder_norm(tokens)
 
-    def forward(self, images: torch.Tensor, aux: bool = False) -> HOIOutput:
+    def forward(
+        self,
+        images: torch.Tensor,
+        aux: bool = False,
+        denoise: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> HOIOutput:
         """`aux=True` (training) also returns the dense proposals and the boxes and classes of the
-        earlier instance-decoder layers, for the losses that supervise them."""
+        earlier instance-decoder layers, for the losses that supervise them. `denoise` (training):
+        noised boxes (B*G, M, 4), labels (B*G, M) and which are real (B*G, M), G rows per
+        image, decoded on their own."""
         tokens = self.encode(images)  # (B, T, D)
         feats, prop_logits, prop_boxes = self.proposals(tokens)  # (B, T, D), (B, T, C+1), (B, T, 4)
         content, ref = ProposalHead.select(feats, prop_logits, prop_boxes, self.cfg.n_inst_queries)
@@ -101,6 +114,15 @@ class HOIEncoder(nn.Module):
         inter = self.int_decoder(tokens, self.pos)  # (B, N_int, D)
         instances = self.inst_repr(inst)
         tau = self.cfg.pointer_tau
+        denoised = []
+        if denoise is not None:
+            noised_boxes, noised_labels, real = denoise
+            rows = noised_boxes.shape[0] // images.shape[0]
+            memory = tokens.repeat_interleave(rows, dim=0)  # (B*G, T, D)
+            content = self.label_embed(noised_labels)  # (B*G, M, D)
+            bias = padding_bias(real.to(content.dtype), MASK_NEG)  # (B*G, 1, 1, M)
+            layers = self.inst_decoder(content, noised_boxes, memory, self.pos, True, bias)
+            denoised = [(b, self.class_head(h)) for h, b in layers]
         pooled = torch.cat((tokens.mean(dim=1), inter.max(dim=1).values), dim=-1)  # (B, 2D)
         return HOIOutput(
             boxes=boxes,
@@ -112,4 +134,5 @@ class HOIEncoder(nn.Module):
             image_tokens=tokens,
             aux=[(b, self.class_head(h)) for h, b in earlier],
             proposals=(prop_boxes, prop_logits) if aux else None,
+            denoised=denoised,
         )

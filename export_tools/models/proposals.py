@@ -108,13 +108,15 @@ class AnchoredDecoder(nn.Module):
         memory: torch.Tensor,
         memory_pos: torch.Tensor,
         intermediate: bool = False,
+        self_bias: torch.Tensor | None = None,
     ) -> BoxesAndHidden:
         """tgt (B, Q, D) content, ref (B, Q, 4) boxes -> (normalised hidden (B, Q, D),
-        boxes (B, Q, 4)) of every layer when `intermediate`, else of the last one only."""
+        boxes (B, Q, 4)) of every layer when `intermediate`, else of the last one only.
+        `self_bias` (B, 1, 1, Q) keeps padding queries out of the self-attention (denoising)."""
         outputs: BoxesAndHidden = []
         for layer, pos_mlp, box_head in zip(self.layers, self.query_pos, self.box_head, strict=True):
             query_pos = pos_mlp(box_sine_embedding(ref, self.d_model))  # (B, Q, D)
-            tgt = layer(tgt, query_pos, memory, memory_pos)
+            tgt = layer(tgt, query_pos, memory, memory_pos, self_bias)
             hidden = self.norm(tgt)
             boxes = (box_head(hidden) + inverse_sigmoid(ref)).sigmoid()  # (B, Q, 4)
             outputs.append((hidden, boxes))

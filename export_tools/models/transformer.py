@@ -89,10 +89,16 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, tgt: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor
+        self,
+        tgt: torch.Tensor,
+        query_pos: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        self_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`self_bias` (B, 1, 1, Q) adds to the query self-attention scores (padding queries)."""
         h = self.norm1(tgt)
-        tgt = tgt + self.dropout(self.self_attn(h + query_pos, h + query_pos, h))
+        tgt = tgt + self.dropout(self.self_attn(h + query_pos, h + query_pos, h, self_bias))
         h = self.norm2(tgt)
         tgt = tgt + self.dropout(self.cross_attn(h + query_pos, memory + memory_pos, memory))
         return tgt + self.dropout(self.ff(self.norm3(tgt)))

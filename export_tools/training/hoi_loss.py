@@ -5,7 +5,9 @@ L = L_loc (L1 + GIoU on matched instance boxes) + L_cls (instance classes, "no o
   + L_match (pointer cross-entropy: a matched query's pointers must pick the predicted instances
     its target subject and object were matched to) + L_anomaly (BCE on the image-level types)
   + L_prop (the instance terms on the dense proposals that pick the instance queries, matched on
-    their own as in Deformable DETR's two-stage variant).
+    their own as in Deformable DETR's two-stage variant)
+  + L_dn (the instance terms on the denoising queries, each against the clean instance it was
+    noised from, every decoder layer: `denoising.py`).
 
 Box and pointer terms are normalised by the number of targets across all processes, so DDP gives
 the same gradients as one process with the whole batch (DETR's recipe).
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from h2a.export_tools.data.dataset import Target
 from h2a.export_tools.models.hoi_encoder import HOIOutput
 from h2a.export_tools.training.box_ops import cxcywh_to_xyxy, generalized_box_iou
+from h2a.export_tools.training.denoising import DenoiseQueries
 from h2a.export_tools.training.distributed import all_reduce_sum, world_size
 from h2a.export_tools.training.matcher import (
     Match,
@@ -44,6 +47,7 @@ class LossWeights:
     # 0.934 and talking pairs' median "fighting" score 0.52 -> 0.39; role mAP 0.320 -> 0.309.
     anomaly: float = 4.0
     proposal: float = 1.0  # weight of L_prop against the final layer's instance terms
+    denoise: float = 1.0  # weight of L_dn against the final layer's instance terms
     no_object: float = 0.1  # weight of the "no object" class in L_cls
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
@@ -68,7 +72,9 @@ class HOILoss:
         self.class_weight = torch.ones(n_objects + 1)
         self.class_weight[-1] = self.w.no_object
 
-    def __call__(self, out: HOIOutput, targets: list[Target]) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, out: HOIOutput, targets: list[Target], denoise: DenoiseQueries | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         device = out.boxes.device
         inst = match_instances(out.obj_logits, out.boxes, targets, self.costs)
         inter = match_interactions(out.act_logits, out.sub_ptr, out.obj_ptr, targets, inst, self.costs)
@@ -114,6 +120,11 @@ class HOILoss:
             p_cls, p_bbox, p_giou = self._instance_losses(boxes, logits, targets, prop, n_boxes)
             loss_prop = self.w.cls * p_cls + self.w.bbox * p_bbox + self.w.giou * p_giou
 
+        loss_dn = torch.zeros((), device=device)
+        if denoise is not None:
+            for boxes, logits in out.denoised:
+                loss_dn = loss_dn + self._denoise_loss(boxes, logits, denoise)
+
         anomaly_target = torch.stack([t.anomaly for t in targets]).to(device)
         loss_anomaly = F.binary_cross_entropy_with_logits(out.anomaly_logits.float(), anomaly_target)
 
@@ -126,6 +137,7 @@ class HOILoss:
             + w.pointer * loss_ptr
             + w.anomaly * loss_anomaly
             + w.proposal * loss_prop
+            + w.denoise * loss_dn
         )
         parts = {
             "cls": loss_cls,
@@ -135,6 +147,7 @@ class HOILoss:
             "ptr": loss_ptr,
             "anomaly": loss_anomaly,
             "prop": loss_prop,
+            "dn": loss_dn,
         }
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -165,6 +178,23 @@ class HOILoss:
         loss_bbox = F.l1_loss(pred, tgt, reduction="sum") / n_boxes
         giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(tgt)))
         return loss_cls, loss_bbox, (1 - giou).sum() / n_boxes
+
+    def _denoise_loss(self, boxes: torch.Tensor, logits: torch.Tensor, dn: DenoiseQueries) -> torch.Tensor:
+        """One decoder layer's class, L1 and GIoU terms on the denoising queries, each query
+        against the clean instance it was made from (no matching), weighted like the others."""
+        device = boxes.device
+        valid = dn.valid.to(device)  # (B*G, M)
+        n = self._global_count(int(valid.sum()), device)
+        labels = dn.target_labels.to(device)[valid]  # (k,)
+        weight = self.class_weight.to(device)
+        summed = F.cross_entropy(logits[valid].float(), labels, weight, reduction="sum")
+        loss_cls = summed / self._global_total(weight[labels].sum())
+        pred = boxes[valid].float()  # (k, 4)
+        tgt = dn.target_boxes.to(device)[valid]
+        loss_bbox = F.l1_loss(pred, tgt, reduction="sum") / n
+        giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(tgt)))
+        w = self.w
+        return w.cls * loss_cls + w.bbox * loss_bbox + w.giou * (1 - giou).sum() / n
 
     @staticmethod
     def _global_count(local: int, device: torch.device) -> torch.Tensor:

@@ -25,6 +25,7 @@ from h2a.export_tools.tokenizer_build import SPECIAL_TOKENS, train_tokenizer
 from h2a.export_tools.training import distributed as dist
 from h2a.export_tools.training.caption_data import CaptionDataset, caption_collate, compute_features
 from h2a.export_tools.training.caption_loss import CaptionLM, distill_loss, lm_loss
+from h2a.export_tools.training.denoising import DenoiseSettings, make_denoise_queries
 from h2a.export_tools.training.hoi_loss import HOILoss
 from h2a.export_tools.training.pretrained import load_torchvision_resnet
 from h2a.export_tools.training.trainer import TrainConfig, Trainer
@@ -72,6 +73,9 @@ def _stage_meta(trainer: Trainer, started: float) -> dict[str, Any]:
     }
 
 
+DENOISE = DenoiseSettings()
+
+
 def train_hoi(
     data_dir: Path,
     preset: str,
@@ -81,10 +85,15 @@ def train_hoi(
     backbone_weights: Path | None = None,
     progress: bool = True,
     aux_loss: bool = False,
+    denoise: DenoiseSettings = DENOISE,
 ) -> Checkpoint:
     """`aux_loss`: DETR's auxiliary losses on every instance-decoder layer. Measured on the tiny
     demo run (2,800 CPU steps): HOI role mAP 0.045 -> 0.089, but anomaly AUC 0.955 -> 0.920, so it
-    is off by default there; long GPU runs are where DETR recommends it."""
+    is off by default there; long GPU runs are where DETR recommends it.
+
+    `denoise`: query denoising (DN-DETR), always on. On the demo's 2,800 steps (generator 5, one
+    thread) it took seed 0 from anomaly AUC 0.954, type mAP 0.934, role mAP 0.309 to 0.964,
+    0.947, 0.351, at no measurable cost per step."""
     device = dist.setup(cfg.device)
     data = read_iad(data_dir)
     train_records = data.split("train")
@@ -112,10 +121,13 @@ def train_hoi(
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         images, targets = batch
         images = images.to(device, memory_format=torch.channels_last)  # (B, 3, S, S)
-        out = model(images, aux=True)  # the proposals are always supervised
+        n = trainer.step  # the noise follows the step, so a resumed run draws what it would have
+        dn = make_denoise_queries(targets, len(data.objects), denoise, cfg.seed, n)
+        queries = (dn.boxes.to(device), dn.labels.to(device), dn.valid.to(device))
+        out = model(images, aux=True, denoise=queries)  # the proposals are always supervised
         if not aux_loss:
             out.aux = []
-        return loss(out, targets)
+        return loss(out, targets, dn)
 
     trainer = Trainer(
         "hoi",
