@@ -93,7 +93,8 @@ def train_hoi(
 
     `denoise`: query denoising (DN-DETR), always on. On the demo's 2,800 steps (generator 5, one
     thread) it took seed 0 from anomaly AUC 0.954, type mAP 0.934, role mAP 0.309 to 0.964,
-    0.947, 0.351, at no measurable cost per step."""
+    0.947, 0.351 (stage 727 s before, 703 s after, two such runs side by side); with two threads
+    the demo's HOI stage took 563 s against 465 s before."""
     device = dist.setup(cfg.device)
     data = read_iad(data_dir)
     train_records = data.split("train")
