@@ -21,8 +21,8 @@ from h2a.export_tools.data.annotations import read_iad
 from h2a.export_tools.data.dataset import HOIDataset, collate
 from h2a.export_tools.models import HOIEncoder, make_config
 from h2a.export_tools.training import distributed as dist
-from h2a.export_tools.training.denoising import DenoiseSettings, make_denoise_queries
 from h2a.export_tools.training.hoi_loss import HOILoss
+from h2a.export_tools.training.stages import hoi_step_loss
 from h2a.export_tools.training.trainer import TrainConfig, Trainer
 
 
@@ -39,9 +39,7 @@ def main() -> None:
     train = TrainConfig(epochs=1, batch_size=4, lr=1e-3, warmup_steps=1, clip=1.0, max_steps=3)
 
     def step(m: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        images, targets = batch
-        dn = make_denoise_queries(targets, len(data.objects), DenoiseSettings(), 0, trainer.step)
-        return loss(m(images, aux=True, denoise=(dn.boxes, dn.labels, dn.valid)), targets, dn)
+        return hoi_step_loss(m, batch[0], batch[1], loss, 0, trainer.step)
 
     trainer = Trainer("probe", model, dataset, collate, step, train, out, device)
     history = trainer.fit(progress=False)

@@ -17,9 +17,9 @@ from h2a.export_tools.data.generate import write_images
 from h2a.export_tools.models import CaptionModel, HOIEncoder, make_config
 from h2a.export_tools.models.backbone import resnet50
 from h2a.export_tools.training.caption_loss import CaptionLM, lm_loss
-from h2a.export_tools.training.denoising import DenoiseSettings, make_denoise_queries
 from h2a.export_tools.training.hoi_loss import HOILoss
 from h2a.export_tools.training.pretrained import load_torchvision_resnet
+from h2a.export_tools.training.stages import hoi_step_loss
 from h2a.export_tools.training.trainer import TrainConfig, Trainer
 from h2a.runtime.errors import InputError
 
@@ -94,10 +94,8 @@ def _trainer(small_data: Path, out: Path, crash_at: int = -1) -> Trainer:
         if calls["n"] == crash_at:
             raise Crash("power cut")
         calls["n"] += 1
-        images, targets = batch
-        # the denoising noise follows the trainer's step, so a resumed run draws the same
-        dn = make_denoise_queries(targets, len(data.objects), DenoiseSettings(), 0, trainer.step)
-        return loss_fn(m(images, aux=True, denoise=(dn.boxes, dn.labels, dn.valid)), targets, dn)
+        # the trainer's step loss: its denoising noise follows the step, so a resumed run draws the same
+        return hoi_step_loss(m, batch[0], batch[1], loss_fn, 0, trainer.step)
 
     train = TrainConfig(epochs=3, batch_size=8, lr=1e-3, warmup_steps=2, clip=1.0)
     trainer = Trainer("hoi", model, ds, collate, step, train, out, torch.device("cpu"))

@@ -37,7 +37,6 @@ class DenoiseQueries:
     target_boxes: torch.Tensor  # (B*G, M, 4) the clean boxes
     target_labels: torch.Tensor  # (B*G, M) the clean classes
     valid: torch.Tensor  # (B*G, M) bool
-    groups: int
 
 
 def make_denoise_queries(
@@ -75,4 +74,4 @@ def make_denoise_queries(
     scale = torch.tensor([0.5, 0.5, 1.0, 1.0]) * settings.box_noise
     # centres move by up to lambda/2 of the size, sizes by up to lambda of themselves
     boxes = (target_boxes + uniform * scale * size).clamp(1e-3, 1 - 1e-3)
-    return DenoiseQueries(boxes, labels, target_boxes, target_labels, valid, groups)
+    return DenoiseQueries(boxes, labels, target_boxes, target_labels, valid)

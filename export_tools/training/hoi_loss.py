@@ -69,6 +69,7 @@ class HOILoss:
     def __init__(self, n_objects: int, weights: LossWeights | None = None, costs: MatchCosts | None = None):
         self.w = weights or LossWeights()
         self.costs = costs or MatchCosts()
+        self.n_objects = n_objects
         self.class_weight = torch.ones(n_objects + 1)
         self.class_weight[-1] = self.w.no_object
 
@@ -167,17 +168,28 @@ class HOILoss:
         )  # (B, N)
         for b, (pi, ti) in enumerate(inst):
             cls_target[b, pi] = targets[b].labels[ti].to(device)
-        # the weighted mean over every process's queries (F.cross_entropy's own weighted mean
-        # divides by this process's weights only, so DDP's average would not be the whole batch's)
-        weight = self.class_weight.to(device)
-        summed = F.cross_entropy(logits.flatten(0, 1).float(), cls_target.flatten(), weight, reduction="sum")
-        loss_cls = summed / self._global_total(weight[cls_target.flatten()].sum())
+        loss_cls = self._class_loss(logits.flatten(0, 1), cls_target.flatten())
         # boxes of matched instances
         pred = torch.cat([boxes[b, pi] for b, (pi, _) in enumerate(inst)]).float()  # (k, 4)
         tgt = torch.cat([targets[b].boxes[ti] for b, (_, ti) in enumerate(inst)]).to(device)
+        return (loss_cls, *self._box_losses(pred, tgt, n_boxes))
+
+    def _class_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """logits (k, C+1), labels (k,) -> the weighted mean over every process's queries
+        (F.cross_entropy's own weighted mean divides by this process's weights only, so DDP's
+        average would not be the whole batch's)."""
+        weight = self.class_weight.to(logits.device)
+        summed = F.cross_entropy(logits.float(), labels, weight, reduction="sum")
+        return summed / self._global_total(weight[labels].sum())
+
+    @staticmethod
+    def _box_losses(
+        pred: torch.Tensor, tgt: torch.Tensor, n_boxes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L1 and GIoU losses of paired boxes (k, 4), summed and divided by `n_boxes`."""
         loss_bbox = F.l1_loss(pred, tgt, reduction="sum") / n_boxes
         giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(tgt)))
-        return loss_cls, loss_bbox, (1 - giou).sum() / n_boxes
+        return loss_bbox, (1 - giou).sum() / n_boxes
 
     def _denoise_loss(self, boxes: torch.Tensor, logits: torch.Tensor, dn: DenoiseQueries) -> torch.Tensor:
         """One decoder layer's class, L1 and GIoU terms on the denoising queries, each query
@@ -185,16 +197,9 @@ class HOILoss:
         device = boxes.device
         valid = dn.valid.to(device)  # (B*G, M)
         n = self._global_count(int(valid.sum()), device)
-        labels = dn.target_labels.to(device)[valid]  # (k,)
-        weight = self.class_weight.to(device)
-        summed = F.cross_entropy(logits[valid].float(), labels, weight, reduction="sum")
-        loss_cls = summed / self._global_total(weight[labels].sum())
-        pred = boxes[valid].float()  # (k, 4)
-        tgt = dn.target_boxes.to(device)[valid]
-        loss_bbox = F.l1_loss(pred, tgt, reduction="sum") / n
-        giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(tgt)))
-        w = self.w
-        return w.cls * loss_cls + w.bbox * loss_bbox + w.giou * (1 - giou).sum() / n
+        loss_cls = self._class_loss(logits[valid], dn.target_labels.to(device)[valid])
+        loss_bbox, loss_giou = self._box_losses(boxes[valid].float(), dn.target_boxes.to(device)[valid], n)
+        return self.w.cls * loss_cls + self.w.bbox * loss_bbox + self.w.giou * loss_giou
 
     @staticmethod
     def _global_count(local: int, device: torch.device) -> torch.Tensor:

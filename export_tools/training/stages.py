@@ -18,7 +18,7 @@ from torch import nn
 from h2a.export_tools.captions import corpus
 from h2a.export_tools.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from h2a.export_tools.data.annotations import DataSet, read_iad
-from h2a.export_tools.data.dataset import Augment, HOIDataset, collate
+from h2a.export_tools.data.dataset import Augment, HOIDataset, Target, collate
 from h2a.export_tools.models import CaptionModel, HOIEncoder, make_config
 from h2a.export_tools.models.config import CaptionConfig
 from h2a.export_tools.tokenizer_build import SPECIAL_TOKENS, train_tokenizer
@@ -76,6 +76,27 @@ def _stage_meta(trainer: Trainer, started: float) -> dict[str, Any]:
 DENOISE = DenoiseSettings()
 
 
+def hoi_step_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: list[Target],
+    loss: HOILoss,
+    seed: int,
+    step: int,
+    denoise: DenoiseSettings = DENOISE,
+    aux_loss: bool = False,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One HOI training step's loss: the proposals are always supervised, the denoising queries
+    always added. Their noise follows `step`, so a resumed run draws what it would have drawn."""
+    device = images.device
+    dn = make_denoise_queries(targets, loss.n_objects, denoise, seed, step)
+    queries = (dn.boxes.to(device), dn.labels.to(device), dn.valid.to(device))
+    out = model(images, aux=True, denoise=queries)
+    if not aux_loss:
+        out.aux = []
+    return loss(out, targets, dn)
+
+
 def train_hoi(
     data_dir: Path,
     preset: str,
@@ -122,13 +143,7 @@ def train_hoi(
     def step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         images, targets = batch
         images = images.to(device, memory_format=torch.channels_last)  # (B, 3, S, S)
-        n = trainer.step  # the noise follows the step, so a resumed run draws what it would have
-        dn = make_denoise_queries(targets, len(data.objects), denoise, cfg.seed, n)
-        queries = (dn.boxes.to(device), dn.labels.to(device), dn.valid.to(device))
-        out = model(images, aux=True, denoise=queries)  # the proposals are always supervised
-        if not aux_loss:
-            out.aux = []
-        return loss(out, targets, dn)
+        return hoi_step_loss(model, images, targets, loss, cfg.seed, trainer.step, denoise, aux_loss)
 
     trainer = Trainer(
         "hoi",
